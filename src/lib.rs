@@ -1,0 +1,49 @@
+//! ferry: a Linux TCP proxy on a hand-rolled, edge-triggered event loop.
+//!
+//! The map, from the outside in:
+//!
+//! * `cli` turns flags into a [`config::Config`]; `server` binds the
+//!   listeners, starts one [`worker`] per core, handles signals and prints
+//!   the [`stats`] report.
+//! * A `worker` is one thread with one `mio::Poll`, its own SO_REUSEPORT
+//!   listeners (`net::listener`), a slab of [`pair`]s, a buffer pool and a
+//!   pipe pool (`io`), and a timing wheel ([`timer`]). Tokens ([`token`])
+//!   carry slot, side and generation so stale events are dropped.
+//! * A `pair` is a client socket and a backend socket with an explicit state
+//!   machine (Connecting -> Relaying -> closed). Its two directions are
+//!   [`relay::Flow`]s: copy through a pooled buffer or splice through a
+//!   pooled pipe, with backpressure and half-close.
+//! * `alloc_count` is the counting allocator that proves the hot path does
+//!   not allocate.
+//!
+//! See docs/ARCHITECTURE.md for how data flows and the rules of the loop.
+
+pub mod alloc_count;
+pub mod cli;
+pub mod config;
+pub mod io;
+pub mod net;
+pub mod pair;
+pub mod relay;
+pub mod server;
+pub mod stats;
+pub mod timer;
+pub mod token;
+pub mod worker;
+
+/// Version, build profile, compiler, target features and compiled-in defaults.
+pub fn build_info() -> String {
+    use config::*;
+    format!(
+        "ferry {}\nprofile: {}\nrustc: {}\ntarget features: {}\n\
+         defaults: listen {DEFAULT_LISTEN}:{DEFAULT_PORT}, backend {DEFAULT_BACKEND}:{DEFAULT_BACKEND_PORT}, \
+         workers {} (CPUs), max-conns {DEFAULT_MAX_CONNS}, buffer-size {DEFAULT_BUFFER_SIZE}, splice auto, \
+         connect-timeout {DEFAULT_CONNECT_TIMEOUT}s, idle-timeout {DEFAULT_IDLE_TIMEOUT}s, backlog {DEFAULT_BACKLOG}, \
+         grace {DEFAULT_GRACE}s, pipe size {PIPE_SIZE}",
+        env!("CARGO_PKG_VERSION"),
+        if cfg!(debug_assertions) { "debug (debug assertions on)" } else { "release" },
+        env!("FERRY_RUSTC_VERSION"),
+        env!("FERRY_TARGET_FEATURES"),
+        default_workers(),
+    )
+}

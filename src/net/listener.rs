@@ -1,0 +1,56 @@
+//! Listening sockets: one SO_REUSEPORT socket per worker per address, so the
+//! kernel spreads new connections over the workers with no shared accept lock.
+//!
+//! Port 0 is resolved by the first bind; the other workers' sockets bind the
+//! port the kernel chose, so `-p 0` gives one ephemeral port for the process.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+
+/// Why binding the listeners failed, with the address that failed.
+#[derive(Debug)]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.error.kind() == io::ErrorKind::AddrInUse {
+            write!(f, "cannot listen on {}: address already in use", self.addr)
+        } else {
+            write!(f, "cannot listen on {}: {}", self.addr, self.error)
+        }
+    }
+}
+
+fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// Bind `count` listening sockets on `addr` (resolving port 0 once) and
+/// return them with the address they actually listen on.
+pub fn bind_shards(
+    addr: SocketAddr,
+    count: usize,
+    backlog: i32,
+) -> Result<(SocketAddr, Vec<mio::net::TcpListener>), BindError> {
+    let fail = |addr, error| BindError { addr, error };
+    let first = bind_one(addr, backlog).map_err(|e| fail(addr, e))?;
+    let bound = first.local_addr().map_err(|e| fail(addr, e))?;
+    let mut shards = Vec::with_capacity(count);
+    shards.push(mio::net::TcpListener::from_std(first));
+    for _ in 1..count {
+        let next = bind_one(bound, backlog).map_err(|e| fail(bound, e))?;
+        shards.push(mio::net::TcpListener::from_std(next));
+    }
+    Ok((bound, shards))
+}

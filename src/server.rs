@@ -1,0 +1,162 @@
+//! Start the workers, handle signals, stop gracefully, print the report.
+//!
+//! The main thread binds every listener (one SO_REUSEPORT socket per worker,
+//! so a bad address fails before anything runs), starts one worker thread
+//! per core, then sleeps on a channel that carries signals (from a
+//! signal-hook thread) and worker exits:
+//!
+//! * SIGUSR1: print the statistics report and go on.
+//! * SIGINT/SIGTERM: tell the workers to stop accepting and finish their
+//!   pairs within --grace; once all have exited, print the report, exit 0.
+//!   A second such signal exits at once.
+
+use crate::config::Config;
+use crate::net::{self, listener::BindError};
+use crate::stats::{self, Global, SharedCounters};
+use crate::worker::{Listener, Shared, Worker};
+use mio::{Poll, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Bind(BindError),
+    Io(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Bind(e) => e.fmt(f),
+            StartError::Io(e) => f.write_str(e),
+        }
+    }
+}
+
+enum Message {
+    Signal(i32),
+    WorkerExited(usize, Result<(), String>),
+}
+
+/// Run the proxy until it is stopped by a signal.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let fd_limit = net::sys::raise_fd_limit();
+    if fd_limit < config.fds_needed() {
+        eprintln!(
+            "ferry: warning: --max-conns {} may need {} file descriptors but the limit is {}; \
+             accepting pauses when descriptors run out",
+            config.max_conns,
+            config.fds_needed(),
+            fd_limit
+        );
+    }
+    let workers = config.workers;
+    // Bind everything first: listeners[worker][listener].
+    let mut per_worker: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut banners = Vec::new();
+    for lc in &config.listeners {
+        let (bound, shards) = net::listener::bind_shards(lc.listen, workers, config.backlog)
+            .map_err(StartError::Bind)?;
+        banners.push(format!(
+            "ferry: listening on {bound} -> {} ({}, {} workers)",
+            lc.backend, lc.mode, workers
+        ));
+        for (w, socket) in shards.into_iter().enumerate() {
+            per_worker[w].push(Listener {
+                socket: Some(socket),
+                backend: lc.backend,
+                ready: false,
+            });
+        }
+    }
+    let shared = Arc::new(Shared {
+        config,
+        global: Global::default(),
+        counters: (0..workers).map(|_| SharedCounters::default()).collect(),
+        stopping: Default::default(),
+        started: Instant::now(),
+    });
+    let (tx, rx) = mpsc::channel();
+    let mut wakers = Vec::with_capacity(workers);
+    for (id, listeners) in per_worker.into_iter().enumerate() {
+        let poll = Poll::new().map_err(|e| StartError::Io(format!("epoll_create failed: {e}")))?;
+        let waker = Waker::new(poll.registry(), crate::token::WAKER)
+            .map_err(|e| StartError::Io(format!("eventfd failed: {e}")))?;
+        wakers.push(waker);
+        let worker = Worker::new(id, poll, shared.clone(), listeners);
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("ferry-worker-{id}"))
+            .spawn(move || {
+                let result = worker.run().map_err(|e| e.to_string());
+                let _ = tx.send(Message::WorkerExited(id, result));
+            })
+            .map_err(|e| StartError::Io(format!("cannot start worker thread: {e}")))?;
+    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
+        .map_err(|e| StartError::Io(format!("cannot install signal handlers: {e}")))?;
+    std::thread::Builder::new()
+        .name("ferry-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if tx.send(Message::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| StartError::Io(format!("cannot start signal thread: {e}")))?;
+    for banner in banners {
+        eprintln!("{banner}");
+    }
+
+    let report = || {
+        let totals = stats::total(&shared.counters);
+        eprint!(
+            "{}",
+            stats::render_report(&totals, &shared.global, shared.started.elapsed())
+        );
+    };
+    let stop = || {
+        shared.stopping.store(true, Ordering::SeqCst);
+        for waker in &wakers {
+            let _ = waker.wake();
+        }
+    };
+    let mut exited = 0;
+    let mut failed = false;
+    while let Ok(message) = rx.recv() {
+        match message {
+            Message::Signal(SIGUSR1) => report(),
+            Message::Signal(_) if shared.stopping.load(Ordering::SeqCst) => {
+                eprintln!("ferry: second signal, exiting now");
+                std::process::exit(1);
+            }
+            Message::Signal(_) => {
+                eprintln!(
+                    "ferry: stopping; live connections have {:?} to finish",
+                    shared.config.grace
+                );
+                stop();
+            }
+            Message::WorkerExited(id, result) => {
+                exited += 1;
+                if let Err(e) = result {
+                    eprintln!("ferry: worker {id} failed: {e}; stopping");
+                    failed = true;
+                    stop();
+                }
+                if exited == workers {
+                    break;
+                }
+            }
+        }
+    }
+    report();
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
