@@ -3,14 +3,17 @@
 //! Every error names the flag it is about; `main` prints it on one line and
 //! exits with status 2.
 
-use crate::config::{self, Config, ListenerConfig, Mode, SpliceMode};
+use crate::config::{
+    self, AddFields, Balance, Config, HealthConfig, HttpConfig, ListenerConfig, Mode, Probe,
+    SpliceMode,
+};
 use argh::FromArgs;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 #[derive(FromArgs, Debug)]
-/// ferry: a TCP proxy on a per-core, edge-triggered event loop.
-/// Relays every connection to LISTEN:PORT to BACKEND:BACKEND_PORT.
+/// ferry: a TCP and HTTP/1.1 proxy on a per-core, edge-triggered event loop.
+/// Relays every connection to LISTEN:PORT to the backends.
 #[argh(help_triggers("-h", "--help"))]
 pub struct Args {
     /// address to listen on, IPv4 or IPv6 (default 0.0.0.0)
@@ -19,9 +22,13 @@ pub struct Args {
     /// port to listen on; 0 picks a free one (default 8080)
     #[argh(option, short = 'p', default = "config::DEFAULT_PORT")]
     pub port: u16,
-    /// backend address or host name, resolved at start (default 127.0.0.1)
-    #[argh(option, short = 'b', default = "config::DEFAULT_BACKEND.to_string()")]
-    pub backend: String,
+    /// tcp (relay bytes) or http (HTTP/1.1 reverse proxy) (default tcp)
+    #[argh(option, short = 'm', default = "Mode::Tcp")]
+    pub mode: Mode,
+    /// backend HOST or HOST:PORT, resolved at start; repeat for several
+    /// (default 127.0.0.1, port from --backend-port)
+    #[argh(option, short = 'b')]
+    pub backend: Vec<String>,
     /// backend port (default 8081)
     #[argh(option, short = 'P', default = "config::DEFAULT_BACKEND_PORT")]
     pub backend_port: u16,
@@ -49,6 +56,63 @@ pub struct Args {
     /// seconds live connections may take to finish after SIGTERM (default 10)
     #[argh(option, default = "config::DEFAULT_GRACE", from_str_fn(secs))]
     pub grace: f64,
+    /// http: round-robin, least-conn or p2c (default round-robin)
+    #[argh(option, default = "Balance::RoundRobin")]
+    pub balance: Balance,
+    /// http: active health check, tcp or http:/PATH (default tcp)
+    #[argh(option, default = "Probe::Tcp")]
+    pub health_check: Probe,
+    /// http: seconds between health checks (default 2)
+    #[argh(option, default = "config::DEFAULT_HEALTH_INTERVAL", from_str_fn(secs))]
+    pub health_interval: f64,
+    /// http: passed checks that bring a backend back (default 2)
+    #[argh(option, default = "config::DEFAULT_HEALTH_RISE")]
+    pub health_rise: u32,
+    /// http: failed checks that take a backend down (default 3)
+    #[argh(option, default = "config::DEFAULT_HEALTH_FALL")]
+    pub health_fall: u32,
+    /// http: seconds from a request's first byte to its complete head (default 10)
+    #[argh(option, default = "config::DEFAULT_HEADER_TIMEOUT", from_str_fn(secs))]
+    pub header_timeout: f64,
+    /// http: seconds an idle client may wait between requests (default 60)
+    #[argh(
+        option,
+        default = "config::DEFAULT_KEEPALIVE_TIMEOUT",
+        from_str_fn(secs)
+    )]
+    pub keepalive_timeout: f64,
+    /// http: seconds until the backend's first response byte (default 60)
+    #[argh(option, default = "config::DEFAULT_BACKEND_TIMEOUT", from_str_fn(secs))]
+    pub backend_timeout: f64,
+    /// http: seconds an idle backend connection stays pooled (default 4)
+    #[argh(
+        option,
+        default = "config::DEFAULT_POOL_IDLE_TIMEOUT",
+        from_str_fn(secs)
+    )]
+    pub pool_idle_timeout: f64,
+    /// http: idle connections kept per backend per worker (default 32)
+    #[argh(option, default = "config::DEFAULT_POOL_SIZE")]
+    pub pool_size: usize,
+    /// http: requests a backend connection carries before it is closed (default 100)
+    #[argh(option, default = "config::DEFAULT_POOL_MAX_REQUESTS")]
+    pub pool_max_requests: u32,
+    /// http: bytes a request head may take, at most --buffer-size
+    /// (default 16384, or --buffer-size if smaller)
+    #[argh(option)]
+    pub max_header_size: Option<usize>,
+    /// http: header fields a request may have (default 100)
+    #[argh(option, default = "config::DEFAULT_MAX_HEADERS")]
+    pub max_headers: usize,
+    /// http: do not add X-Forwarded-For
+    #[argh(switch)]
+    pub no_x_forwarded_for: bool,
+    /// http: do not add X-Forwarded-Proto
+    #[argh(switch)]
+    pub no_x_forwarded_proto: bool,
+    /// http: do not add Via
+    #[argh(switch)]
+    pub no_via: bool,
     /// log every connection error
     #[argh(switch, short = 'v')]
     pub verbose: bool,
@@ -109,6 +173,34 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, CliError> {
         .ok_or_else(|| err("--backend", format!("'{host}' has no address")))
 }
 
+/// A backend given as HOST or HOST:PORT (IPv6 as [::1]:80, or a bare literal).
+fn backend_addr(value: &str, default_port: u16) -> Result<SocketAddr, CliError> {
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if value.parse::<IpAddr>().is_ok() || value.starts_with('[') {
+        return resolve(value, default_port);
+    }
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => {
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| err("--backend", format!("'{value}' has no valid port")))?;
+            resolve(host, port)
+        }
+        _ => resolve(value, default_port),
+    }
+}
+
+fn at_least(flag: &str, value: u64, min: u64) -> Result<(), CliError> {
+    if value < min {
+        return Err(err(flag, format!("{value} is not at least {min}")));
+    }
+    Ok(())
+}
+
 impl Args {
     /// Validate the flags and build the configuration.
     pub fn into_config(self) -> Result<Config, CliError> {
@@ -149,7 +241,71 @@ impl Args {
             ));
         }
         let listen = listen_addr(&self.listen, self.port)?;
-        let backend = resolve(&self.backend, self.backend_port)?;
+        let mut backends = Vec::new();
+        if self.backend.is_empty() {
+            backends.push(resolve(config::DEFAULT_BACKEND, self.backend_port)?);
+        }
+        for value in &self.backend {
+            backends.push(backend_addr(value, self.backend_port)?);
+        }
+        if self.mode == Mode::Tcp && backends.len() > 1 {
+            return Err(err(
+                "--backend",
+                "tcp mode relays to one backend; give one, or use -m http",
+            ));
+        }
+        if backends.len() > config::MAX_BACKENDS {
+            return Err(err(
+                "--backend",
+                format!("at most {} backends", config::MAX_BACKENDS),
+            ));
+        }
+        let max_header_size = self
+            .max_header_size
+            .unwrap_or(config::DEFAULT_MAX_HEADER_SIZE.min(self.buffer_size));
+        if max_header_size < 64 || max_header_size > self.buffer_size {
+            return Err(err(
+                "--max-header-size",
+                format!(
+                    "{max_header_size} is not between 64 and --buffer-size ({})",
+                    self.buffer_size
+                ),
+            ));
+        }
+        if self.max_headers == 0 || self.max_headers > crate::http::head::HEADER_SLOTS {
+            return Err(err(
+                "--max-headers",
+                format!(
+                    "{} is not between 1 and {}",
+                    self.max_headers,
+                    crate::http::head::HEADER_SLOTS
+                ),
+            ));
+        }
+        at_least("--health-rise", self.health_rise as u64, 1)?;
+        at_least("--health-fall", self.health_fall as u64, 1)?;
+        at_least("--pool-max-requests", self.pool_max_requests as u64, 1)?;
+        let http = HttpConfig {
+            header_timeout: Duration::from_secs_f64(self.header_timeout),
+            keepalive_timeout: Duration::from_secs_f64(self.keepalive_timeout),
+            backend_timeout: Duration::from_secs_f64(self.backend_timeout),
+            pool_idle_timeout: Duration::from_secs_f64(self.pool_idle_timeout),
+            pool_size: self.pool_size,
+            pool_max_requests: self.pool_max_requests,
+            max_header_size,
+            max_headers: self.max_headers,
+            add: AddFields {
+                x_forwarded_for: !self.no_x_forwarded_for,
+                x_forwarded_proto: !self.no_x_forwarded_proto,
+                via: !self.no_via,
+            },
+        };
+        let health = HealthConfig {
+            probe: self.health_check,
+            interval: Duration::from_secs_f64(self.health_interval),
+            rise: self.health_rise,
+            fall: self.health_fall,
+        };
         Ok(Config {
             workers,
             max_conns: self.max_conns,
@@ -162,8 +318,11 @@ impl Args {
             verbose: self.verbose,
             listeners: vec![ListenerConfig {
                 listen,
-                mode: Mode::Tcp,
-                backend,
+                mode: self.mode,
+                backends,
+                balance: self.balance,
+                health,
+                http,
             }],
         })
     }
@@ -182,7 +341,8 @@ mod tests {
     fn defaults_match_the_documented_ones() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.listeners[0].listen.to_string(), "0.0.0.0:8080");
-        assert_eq!(c.listeners[0].backend.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.listeners[0].backends[0].to_string(), "127.0.0.1:8081");
+        assert_eq!(c.listeners[0].mode, Mode::Tcp);
         assert_eq!(c.max_conns, 10_000);
         assert_eq!(c.buffer_size, 16384);
         assert_eq!(c.splice, SpliceMode::Auto);
@@ -194,7 +354,37 @@ mod tests {
     fn ipv6_literals_are_accepted() {
         let c = parse(&["-l", "::1", "-b", "::1", "-p", "0"]).unwrap();
         assert_eq!(c.listeners[0].listen.to_string(), "[::1]:0");
-        assert_eq!(c.listeners[0].backend.to_string(), "[::1]:8081");
+        assert_eq!(c.listeners[0].backends[0].to_string(), "[::1]:8081");
+    }
+
+    #[test]
+    fn http_mode_takes_several_backends() {
+        let c = parse(&[
+            "-m",
+            "http",
+            "--backend",
+            "127.0.0.1:80",
+            "-b",
+            "[::1]:81",
+            "-b",
+            "127.0.0.2",
+        ])
+        .unwrap();
+        let b: Vec<String> = c.listeners[0]
+            .backends
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(b, ["127.0.0.1:80", "[::1]:81", "127.0.0.2:8081"]);
+        assert!(parse(&["-b", "127.0.0.1:80", "-b", "127.0.0.1:81"])
+            .unwrap_err()
+            .contains("--backend"));
+        assert!(parse(&["-m", "http", "--health-check", "http:x"])
+            .unwrap_err()
+            .contains("--health-check"));
+        assert!(parse(&["--max-header-size", "99999"])
+            .unwrap_err()
+            .contains("--max-header-size"));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! the same struct. Defaults live here as constants so that `--help`,
 //! `--info` and the docs quote one source.
 
+pub use crate::http::rewrite::AddFields;
+pub use crate::upstream::health::{HealthConfig, Probe};
+pub use crate::upstream::Balance;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,6 +23,22 @@ pub const DEFAULT_GRACE: f64 = 10.0;
 /// Bytes asked of F_SETPIPE_SZ for each splice pipe.
 pub const PIPE_SIZE: usize = 1 << 20;
 pub const MIN_BUFFER_SIZE: usize = 1024;
+pub const DEFAULT_HEADER_TIMEOUT: f64 = 10.0;
+pub const DEFAULT_KEEPALIVE_TIMEOUT: f64 = 60.0;
+pub const DEFAULT_BACKEND_TIMEOUT: f64 = 60.0;
+pub const DEFAULT_POOL_IDLE_TIMEOUT: f64 = 4.0;
+pub const DEFAULT_POOL_SIZE: usize = 32;
+pub const DEFAULT_POOL_MAX_REQUESTS: u32 = 100;
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub const DEFAULT_HEALTH_INTERVAL: f64 = 2.0;
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+pub const DEFAULT_HEALTH_FALL: u32 = 3;
+/// How long a connection lingers after ferry's own answer, reading what the
+/// client still sends, so that closing does not reset the answer away.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Backends one listener may have (a request tracks which it tried in a u64).
+pub const MAX_BACKENDS: usize = 64;
 pub const MAX_BUFFER_SIZE: usize = 16 << 20;
 
 /// When a direction moves bytes with splice(2) instead of copying.
@@ -60,14 +79,42 @@ impl std::fmt::Display for SpliceMode {
 pub enum Mode {
     /// Relay bytes to the backend, whatever the protocol.
     Tcp,
+    /// HTTP/1.1 reverse proxy: parse, rewrite, keep-alive, pools, balancing.
+    Http,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(Mode::Tcp),
+            "http" => Ok(Mode::Http),
+            _ => Err(format!("'{s}' is not one of tcp, http")),
+        }
+    }
 }
 
 impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Mode::Tcp => "tcp",
+            Mode::Http => "http",
         })
     }
+}
+
+/// HTTP mode settings of a listener.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub backend_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_size: usize,
+    pub pool_max_requests: u32,
+    pub max_header_size: usize,
+    pub max_headers: usize,
+    pub add: AddFields,
 }
 
 /// One listening address and where its connections go.
@@ -75,7 +122,10 @@ impl std::fmt::Display for Mode {
 pub struct ListenerConfig {
     pub listen: SocketAddr,
     pub mode: Mode,
-    pub backend: SocketAddr,
+    pub backends: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub health: HealthConfig,
+    pub http: HttpConfig,
 }
 
 #[derive(Clone, Debug)]

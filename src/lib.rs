@@ -21,6 +21,8 @@
 pub mod alloc_count;
 pub mod cli;
 pub mod config;
+pub mod conn;
+pub mod http;
 pub mod io;
 pub mod net;
 pub mod pair;
@@ -29,6 +31,7 @@ pub mod server;
 pub mod stats;
 pub mod timer;
 pub mod token;
+pub mod upstream;
 pub mod worker;
 
 /// Version, build profile, compiler, target features and compiled-in defaults.

@@ -1,29 +1,43 @@
-//! A connection pair (client socket + backend socket) and its state machine.
+//! A connection pair: the client socket, the backend connection serving it
+//! (if any), the two directions between them, and where the pair stands.
 //!
+//! TCP mode:
 //! ```text
 //! Connecting --connected--> Relaying --both flows Shut--> (closed)
 //!      \--refused/timeout--> (closed)     \--error/idle/stall--> (closed)
 //! ```
+//! HTTP mode (see `http::session`) adds `Waiting` (reading the next request
+//! head, no backend) and `Closing` (ferry's answer or the last response is
+//! out; lingering before the close), and goes round
+//! `Waiting -> Connecting -> Relaying -> Waiting` once per request.
 //!
-//! The pair lives in one slab slot; both of its sockets' tokens carry that
-//! slot and the pair's generation. [`drive`] does the work an event allows
-//! and tells the worker what to do next ([`Outcome`]); the worker owns the
-//! one close path (`Worker::close_pair`), which returns everything.
+//! The pair lives in one slab slot; its client token carries that slot and
+//! the pair's generation, its backend connection has a token of its own
+//! (`conn.rs`). [`relay`] moves the bytes both ways; the worker owns the one
+//! close path (`Worker::close_pair`), which returns everything.
 
+use crate::conn::Conn;
+use crate::http::session::Exchange;
 use crate::net::{self, ConnectCheck};
 use crate::relay::{Flow, FlowState, Pools, Ready, Step, Tally};
 use crate::stats::Counters;
 use crate::timer::{Timed, TimerNode};
+use crate::token::Side;
 use mio::net::TcpStream;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 /// Where the pair stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// HTTP: gathering a request head; no backend attached.
+    Waiting,
     /// The backend connect is in progress.
     Connecting,
-    /// Both sockets are up; bytes flow both ways.
+    /// Bytes flow between client and backend.
     Relaying,
+    /// HTTP: the last bytes to the client are out or going; lingering.
+    Closing,
 }
 
 /// Why a pair is closed.
@@ -32,13 +46,15 @@ pub enum CloseReason {
     /// Both directions ended cleanly.
     Done,
     /// A socket failed with this errno.
-    Error(i32),
+    Error(Side, i32),
     /// The backend refused or failed the connect.
     ConnectFailed(i32),
     ConnectTimeout,
     IdleTimeout,
     /// The pair spun without moving a byte.
     Stalled,
+    /// A peer broke the message framing.
+    Invalid(Side, &'static str),
     /// The worker is stopping and the grace period ran out.
     Shutdown,
 }
@@ -50,7 +66,7 @@ pub enum Outcome {
     Idle,
     /// The fairness budget ran out with work left: drive again soon.
     Again,
-    /// The backend connect just completed: switch timers, then drive again.
+    /// The backend connect just completed.
     Connected,
     Close(CloseReason),
 }
@@ -65,18 +81,23 @@ pub struct Pair {
     pub listener: u16,
     pub phase: Phase,
     pub client: TcpStream,
-    pub backend: TcpStream,
     pub client_ready: Ready,
-    pub backend_ready: Ready,
+    pub client_ip: IpAddr,
+    /// The backend connection (a slot in the worker's connection slab).
+    pub backend: Option<usize>,
     /// client -> backend
     pub to_backend: Flow,
     /// backend -> client
     pub to_client: Flow,
     pub timer: TimerNode,
+    /// The tick the pair's timer should fire at (0: none).
+    pub deadline: u64,
     /// Tick of the last byte moved, for the lazily checked idle timeout.
     pub last_active: u64,
     /// In the worker's run queue.
     pub queued: bool,
+    /// HTTP: the request/response exchange in progress.
+    pub exchange: Exchange,
 }
 
 impl Timed for Pair {
@@ -86,20 +107,29 @@ impl Timed for Pair {
 }
 
 impl Pair {
-    pub fn new(gen: u32, listener: u16, client: TcpStream, backend: TcpStream, tick: u64) -> Pair {
+    pub fn new(
+        gen: u32,
+        listener: u16,
+        client: TcpStream,
+        client_ip: IpAddr,
+        phase: Phase,
+        tick: u64,
+    ) -> Pair {
         Pair {
             gen,
             listener,
-            phase: Phase::Connecting,
+            phase,
             client,
-            backend,
             client_ready: Ready::default(),
-            backend_ready: Ready::default(),
+            client_ip,
+            backend: None,
             to_backend: Flow::default(),
             to_client: Flow::default(),
             timer: TimerNode::default(),
+            deadline: 0,
             last_active: tick,
             queued: false,
+            exchange: Exchange::default(),
         }
     }
 
@@ -110,29 +140,40 @@ impl Pair {
     }
 }
 
-/// Do what the sockets' readiness allows.
-pub fn drive(pair: &mut Pair, pools: &mut Pools, counters: &mut Counters, tick: u64) -> Outcome {
+/// TCP mode: do what the sockets' readiness allows.
+pub fn drive_tcp(
+    pair: &mut Pair,
+    conn: &mut Conn,
+    pools: &mut Pools,
+    counters: &mut Counters,
+    tick: u64,
+) -> Outcome {
     match pair.phase {
-        Phase::Connecting => check_connect(pair),
-        Phase::Relaying => relay(pair, pools, counters, tick),
+        Phase::Connecting => check_connect(pair, conn),
+        Phase::Relaying => match relay(pair, Some(conn), pools, counters, tick) {
+            Outcome::Idle => half_close(pair, conn),
+            other => other,
+        },
+        Phase::Waiting | Phase::Closing => unreachable!("TCP pairs never wait for a head"),
     }
 }
 
-fn check_connect(pair: &mut Pair) -> Outcome {
+/// Has the backend connect finished, and how?
+pub fn check_connect(pair: &mut Pair, conn: &mut Conn) -> Outcome {
     if pair.client_ready.has(Ready::ERROR) {
-        return Outcome::Close(CloseReason::Error(libc::ECONNRESET));
+        return Outcome::Close(CloseReason::Error(Side::Client, libc::ECONNRESET));
     }
-    if !pair.backend_ready.has(Ready::WRITE | Ready::ERROR) {
+    if !conn.ready.has(Ready::WRITE | Ready::ERROR) {
         return Outcome::Idle;
     }
-    match net::check_connect(&pair.backend) {
+    match net::check_connect(&conn.stream) {
         ConnectCheck::Connected => {
             pair.phase = Phase::Relaying;
-            pair.backend_ready.clear(Ready::ERROR);
+            conn.ready.clear(Ready::ERROR);
             Outcome::Connected
         }
         ConnectCheck::InProgress => {
-            pair.backend_ready.clear(Ready::WRITE | Ready::ERROR);
+            conn.ready.clear(Ready::WRITE | Ready::ERROR);
             Outcome::Idle
         }
         ConnectCheck::Failed(e) => Outcome::Close(CloseReason::ConnectFailed(
@@ -141,9 +182,22 @@ fn check_connect(pair: &mut Pair) -> Outcome {
     }
 }
 
-fn relay(pair: &mut Pair, pools: &mut Pools, c: &mut Counters, tick: u64) -> Outcome {
+/// Move bytes both ways until both directions block, the budget is spent,
+/// or a socket fails. Without a backend (HTTP between requests) the backend
+/// side is never ready, so only client-side work happens.
+pub fn relay(
+    pair: &mut Pair,
+    conn: Option<&mut Conn>,
+    pools: &mut Pools,
+    c: &mut Counters,
+    tick: u64,
+) -> Outcome {
     let client = pair.client.as_raw_fd();
-    let backend = pair.backend.as_raw_fd();
+    let mut no_backend = Ready::default();
+    let (backend, backend_ready) = match conn {
+        Some(conn) => (conn.stream.as_raw_fd(), &mut conn.ready),
+        None => (-1, &mut no_backend),
+    };
     let mut moved = 0usize;
     let mut outcome = Outcome::Close(CloseReason::Stalled);
     for _ in 0..MAX_ROUNDS {
@@ -151,7 +205,7 @@ fn relay(pair: &mut Pair, pools: &mut Pools, c: &mut Counters, tick: u64) -> Out
             client,
             &mut pair.client_ready,
             backend,
-            &mut pair.backend_ready,
+            backend_ready,
             pools,
             &mut Tally {
                 bytes: &mut c.bytes_client_to_backend,
@@ -162,7 +216,7 @@ fn relay(pair: &mut Pair, pools: &mut Pools, c: &mut Counters, tick: u64) -> Out
         );
         let down = pair.to_client.step(
             backend,
-            &mut pair.backend_ready,
+            backend_ready,
             client,
             &mut pair.client_ready,
             pools,
@@ -173,9 +227,28 @@ fn relay(pair: &mut Pair, pools: &mut Pools, c: &mut Counters, tick: u64) -> Out
                 write_ns: &mut c.client_write_seconds,
             },
         );
+        let side = |at_src: bool, src: Side, dst: Side| if at_src { src } else { dst };
         match (up, down) {
-            (Step::Fatal(e), _) | (_, Step::Fatal(e)) => {
-                outcome = Outcome::Close(CloseReason::Error(e));
+            (Step::Fatal { errno, at_src }, _) => {
+                outcome = Outcome::Close(CloseReason::Error(
+                    side(at_src, Side::Client, Side::Backend),
+                    errno,
+                ));
+                break;
+            }
+            (_, Step::Fatal { errno, at_src }) => {
+                outcome = Outcome::Close(CloseReason::Error(
+                    side(at_src, Side::Backend, Side::Client),
+                    errno,
+                ));
+                break;
+            }
+            (Step::Invalid(why), _) => {
+                outcome = Outcome::Close(CloseReason::Invalid(Side::Client, why));
+                break;
+            }
+            (_, Step::Invalid(why)) => {
+                outcome = Outcome::Close(CloseReason::Invalid(Side::Backend, why));
                 break;
             }
             (Step::Blocked, Step::Blocked) => {
@@ -198,9 +271,6 @@ fn relay(pair: &mut Pair, pools: &mut Pools, c: &mut Counters, tick: u64) -> Out
     }
     pair.to_backend.park(pools);
     pair.to_client.park(pools);
-    if outcome == Outcome::Idle {
-        return half_close(pair);
-    }
     outcome
 }
 
@@ -212,32 +282,27 @@ fn worked(step: Step) -> usize {
 }
 
 /// The half-close table: what the pair's two directions together mean.
-fn half_close(pair: &mut Pair) -> Outcome {
+fn half_close(pair: &mut Pair, conn: &mut Conn) -> Outcome {
     use FlowState::*;
     match (pair.to_backend.state, pair.to_client.state) {
         // Both peers ended and everything was delivered.
         (Shut, Shut) => Outcome::Close(CloseReason::Done),
         // At least one direction still carries bytes or awaits them.
-        (Open | Draining, _) | (_, Open | Draining) => {
-            if pair.client_ready.has(Ready::ERROR) || pair.backend_ready.has(Ready::ERROR) {
-                pending_error(pair)
-            } else {
-                Outcome::Idle
-            }
-        }
+        (Open | Draining, _) | (_, Open | Draining) => pending_error(pair, conn),
     }
 }
 
 /// A socket reported an error while nothing was in flight to reveal it.
-fn pending_error(pair: &mut Pair) -> Outcome {
-    for (stream, ready) in [
-        (&pair.client, &mut pair.client_ready),
-        (&pair.backend, &mut pair.backend_ready),
+pub fn pending_error(pair: &mut Pair, conn: &mut Conn) -> Outcome {
+    for (side, stream, ready) in [
+        (Side::Client, &pair.client, &mut pair.client_ready),
+        (Side::Backend, &conn.stream, &mut conn.ready),
     ] {
         if ready.has(Ready::ERROR) {
             match stream.take_error() {
                 Ok(Some(e)) | Err(e) => {
                     return Outcome::Close(CloseReason::Error(
+                        side,
                         e.raw_os_error().unwrap_or(libc::EIO),
                     ))
                 }

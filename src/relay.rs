@@ -17,8 +17,17 @@
 //!   (Open -> Draining -> Shut).
 //! * A carrier is held only while it holds bytes: [`Flow::park`] returns empty
 //!   ones to their pools, so an idle pair holds neither buffer nor pipe.
+//! * Framing ([`Framing`]) bounds what may be forwarded: a TCP stream forwards
+//!   everything, an HTTP message only its own bytes (its length, or up to the
+//!   end of its last chunk), leaving the next message's bytes in the buffer; a
+//!   head being gathered is read but not forwarded. Buffer bytes from `start`
+//!   up to `scanned` are cleared to go.
+//! * A prefix (a rewritten head, or an answer of ferry's own) goes out before
+//!   the buffer. It is kept until the session drops it, so a request can be
+//!   sent again on a fresh connection.
 
 use crate::config::SpliceMode;
+use crate::http::chunked::ChunkScanner;
 use crate::io::buffer::{BufId, BufferPool};
 use crate::io::pipe::{PipeId, PipePool};
 use crate::net::sys::{self, Io};
@@ -83,9 +92,31 @@ pub enum Step {
     Blocked,
     /// A syscall was made; this many bytes were delivered.
     Worked(usize),
-    /// A socket failed with this errno: the pair must close.
-    Fatal(i32),
+    /// A socket failed with this errno: the pair must close. `at_src` says
+    /// whether the source (a read) or the destination (a write) failed.
+    Fatal { errno: i32, at_src: bool },
+    /// The bytes broke the message framing (a bad chunk): the pair must close.
+    Invalid(&'static str),
 }
+
+/// What part of the source's bytes this direction may forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Everything until the source ends (TCP, tunnels, close-delimited bodies).
+    Stream,
+    /// A message head is being gathered: read, never forwarded as is.
+    Head,
+    /// A body of known length; this many bytes are still to be accounted.
+    Length(u64),
+    Chunked(ChunkScanner),
+    /// The message is complete; bytes after it belong to the next one.
+    Complete,
+    /// Read and drop whatever arrives (lingering before a close).
+    Discard,
+}
+
+/// HTTP bodies at least this long may be spliced (in `auto` mode).
+pub const SPLICE_MIN_BODY: u64 = 64 * 1024;
 
 /// The carriers and counters a flow needs from its worker.
 pub struct Pools {
@@ -109,9 +140,16 @@ const STREAK_TO_SPLICE: u8 = 3;
 #[derive(Debug)]
 pub struct Flow {
     pub state: FlowState,
+    framing: Framing,
     buf: Option<BufId>,
+    /// `start..scanned` may be forwarded; `scanned..end` waits (a head being
+    /// gathered, or the next message).
     start: u32,
+    scanned: u32,
     end: u32,
+    prefix: Option<BufId>,
+    prefix_start: u32,
+    prefix_end: u32,
     pipe: Option<PipeId>,
     in_pipe: u32,
     splicing: bool,
@@ -123,9 +161,14 @@ impl Default for Flow {
     fn default() -> Self {
         Flow {
             state: FlowState::Open,
+            framing: Framing::Stream,
             buf: None,
             start: 0,
+            scanned: 0,
             end: 0,
+            prefix: None,
+            prefix_start: 0,
+            prefix_end: 0,
             pipe: None,
             in_pipe: 0,
             splicing: false,
@@ -139,13 +182,188 @@ fn elapsed_ns(since: Instant) -> u64 {
     since.elapsed().as_nanos() as u64
 }
 
+#[derive(Clone, Copy)]
+enum Source {
+    Prefix,
+    Buffer,
+    Pipe,
+}
+
+/// Why a prefix could not be set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefixError {
+    /// The bytes do not fit in a buffer.
+    TooLarge,
+    /// No buffer is free.
+    NoBuffer,
+}
+
 impl Flow {
-    /// Bytes read from the source and not yet delivered.
+    /// Bytes cleared to be forwarded and not yet delivered.
     pub fn pending(&self) -> usize {
-        (self.end - self.start + self.in_pipe) as usize
+        (self.prefix_end - self.prefix_start + self.scanned - self.start + self.in_pipe) as usize
     }
 
-    /// Make one move: flush what is carried, else shut or read more.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Bytes read past the current message's cleared part (a head being
+    /// gathered, or the next message).
+    pub fn leftover(&self) -> usize {
+        (self.end - self.scanned) as usize
+    }
+
+    /// The bytes not yet cleared to go: a head being gathered.
+    pub fn unscanned<'p>(&self, pools: &'p Pools) -> &'p [u8] {
+        match self.buf {
+            Some(id) => &pools.buffers.get(id)[self.scanned as usize..self.end as usize],
+            None => &[],
+        }
+    }
+
+    /// Drop the first `n` unscanned bytes (a head now rewritten into the prefix).
+    pub fn consume(&mut self, n: usize) {
+        debug_assert_eq!(
+            self.start, self.scanned,
+            "only a head at the front is consumed"
+        );
+        debug_assert!(n <= self.leftover());
+        self.start += n as u32;
+        self.scanned = self.start;
+        self.compact_if_empty();
+    }
+
+    /// Frame what follows with `framing`, scanning bytes already buffered.
+    pub fn set_framing(&mut self, framing: Framing, pools: &mut Pools) -> Result<(), &'static str> {
+        self.framing = match framing {
+            Framing::Length(0) => Framing::Complete,
+            other => other,
+        };
+        if self.framing == Framing::Head && self.start > 0 {
+            // Give the next head the whole buffer.
+            if let Some(id) = self.buf {
+                let (from, to) = (self.start as usize, self.end as usize);
+                pools.buffers.get_mut(id).copy_within(from..to, 0);
+                self.end -= self.start;
+                self.start = 0;
+                self.scanned = 0;
+            }
+        }
+        self.scan(pools)
+    }
+
+    /// Put `write`'s bytes before everything else this flow sends.
+    pub fn set_prefix(
+        &mut self,
+        pools: &mut Pools,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Result<(), PrefixError> {
+        self.drop_prefix(pools);
+        let id = pools.buffers.take().ok_or(PrefixError::NoBuffer)?;
+        match write(pools.buffers.get_mut(id)) {
+            Some(n) => {
+                self.prefix = Some(id);
+                self.prefix_start = 0;
+                self.prefix_end = n as u32;
+                Ok(())
+            }
+            None => {
+                pools.buffers.put(id);
+                Err(PrefixError::TooLarge)
+            }
+        }
+    }
+
+    /// Replace the head at the front of the unscanned bytes (`head_len` of
+    /// them) with what `write` makes of it, sent as the prefix.
+    pub fn rewrite_head(
+        &mut self,
+        pools: &mut Pools,
+        head_len: usize,
+        write: impl FnOnce(&[u8], &mut [u8]) -> Option<usize>,
+    ) -> Result<(), PrefixError> {
+        let from = self.buf.expect("a head to rewrite is in the buffer");
+        debug_assert!(head_len <= self.leftover());
+        self.drop_prefix(pools);
+        let to = pools.buffers.take().ok_or(PrefixError::NoBuffer)?;
+        let (received, out) = pools.buffers.read_and_write(from, to);
+        let at = self.scanned as usize;
+        match write(&received[at..at + head_len], out) {
+            Some(n) => {
+                self.prefix = Some(to);
+                self.prefix_start = 0;
+                self.prefix_end = n as u32;
+                self.consume(head_len);
+                Ok(())
+            }
+            None => {
+                pools.buffers.put(to);
+                Err(PrefixError::TooLarge)
+            }
+        }
+    }
+
+    /// Send the prefix again from its first byte (a retry on a fresh connection).
+    pub fn rewind_prefix(&mut self) -> bool {
+        if self.prefix.is_some() {
+            self.prefix_start = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forget the prefix and give its buffer back.
+    pub fn drop_prefix(&mut self, pools: &mut Pools) {
+        if let Some(id) = self.prefix.take() {
+            pools.buffers.put(id);
+        }
+        self.prefix_start = 0;
+        self.prefix_end = 0;
+    }
+
+    fn compact_if_empty(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.scanned = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Clear newly buffered bytes to go, as far as the framing allows.
+    fn scan(&mut self, pools: &Pools) -> Result<(), &'static str> {
+        match &mut self.framing {
+            Framing::Stream => self.scanned = self.end,
+            Framing::Head | Framing::Complete => {}
+            Framing::Discard => {
+                self.start = self.end;
+                self.scanned = self.end;
+                self.compact_if_empty();
+            }
+            Framing::Length(left) => {
+                let take = (*left).min((self.end - self.scanned) as u64);
+                self.scanned += take as u32;
+                *left -= take;
+                if *left == 0 {
+                    self.framing = Framing::Complete;
+                }
+            }
+            Framing::Chunked(scanner) => {
+                if let Some(id) = self.buf {
+                    let bytes = &pools.buffers.get(id)[self.scanned as usize..self.end as usize];
+                    let used = scanner.scan(bytes).map_err(|e| e.0)?;
+                    self.scanned += used as u32;
+                    if scanner.is_done() {
+                        self.framing = Framing::Complete;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Make one move: flush what is cleared to go, else shut or read more.
     pub fn step(
         &mut self,
         src: RawFd,
@@ -163,15 +381,17 @@ impl Flow {
         }
         match self.state {
             FlowState::Shut => Step::Blocked,
-            FlowState::Draining => {
+            FlowState::Draining if self.framing == Framing::Stream => {
                 // A failed shutdown means the destination is gone; the next
                 // write or read on it reports that, so it is not an error here.
                 let _ = sys::shutdown_write(dst);
                 self.state = FlowState::Shut;
                 Step::Worked(0)
             }
+            // A message that ended early is the session's to judge.
+            FlowState::Draining => Step::Blocked,
             FlowState::Open => {
-                if !src_ready.has(Ready::READ) {
+                if self.framing == Framing::Complete || !src_ready.has(Ready::READ) {
                     return Step::Blocked;
                 }
                 self.fill(src, src_ready, pools, tally)
@@ -187,32 +407,36 @@ impl Flow {
         tally: &mut Tally,
     ) -> Step {
         let t0 = Instant::now();
-        let (io, want, spliced) = if self.end > self.start {
+        let (io, want, source) = if self.prefix_end > self.prefix_start {
+            let id = self.prefix.expect("prefix bytes imply a prefix buffer");
+            let data = &pools.buffers.get(id)[self.prefix_start as usize..self.prefix_end as usize];
+            (sys::write(dst, data), data.len(), Source::Prefix)
+        } else if self.scanned > self.start {
             let id = self.buf.expect("bytes in the buffer imply a buffer");
-            let data = &pools.buffers.get(id)[self.start as usize..self.end as usize];
-            (sys::write(dst, data), data.len(), false)
+            let data = &pools.buffers.get(id)[self.start as usize..self.scanned as usize];
+            (sys::write(dst, data), data.len(), Source::Buffer)
         } else {
-            let (read_end, _, _) = pools
-                .pipes
-                .ends(self.pipe.expect("bytes in the pipe imply a pipe"));
+            let pipe = self.pipe.expect("bytes in the pipe imply a pipe");
+            let (read_end, _, _) = pools.pipes.ends(pipe);
             (
                 sys::splice(read_end, dst, self.in_pipe as usize),
                 self.in_pipe as usize,
-                true,
+                Source::Pipe,
             )
         };
         *tally.write_ns += elapsed_ns(t0);
         match io {
             Io::Done(n) => {
                 debug_assert!(n <= want);
-                if spliced {
-                    self.in_pipe -= n as u32;
-                    *tally.spliced += n as u64;
-                } else {
-                    self.start += n as u32;
-                    if self.start == self.end {
-                        self.start = 0;
-                        self.end = 0;
+                match source {
+                    Source::Prefix => self.prefix_start += n as u32,
+                    Source::Buffer => {
+                        self.start += n as u32;
+                        self.compact_if_empty();
+                    }
+                    Source::Pipe => {
+                        self.in_pipe -= n as u32;
+                        *tally.spliced += n as u64;
                     }
                 }
                 *tally.bytes += n as u64;
@@ -225,17 +449,30 @@ impl Flow {
                 dst_ready.clear(Ready::WRITE);
                 Step::Worked(0)
             }
-            Io::Failed(e) => Step::Fatal(e),
+            Io::Failed(errno) => Step::Fatal {
+                errno,
+                at_src: false,
+            },
         }
     }
 
-    fn wants_pipe(&self, mode: SpliceMode) -> bool {
-        !self.splice_broken
+    /// How many bytes a splice may take now, if this fill should splice.
+    fn splice_len(&self, mode: SpliceMode) -> Option<u64> {
+        let allowed = !self.splice_broken
+            && self.start == self.end
             && match mode {
                 SpliceMode::Off => false,
                 SpliceMode::On => true,
                 SpliceMode::Auto => self.splicing,
+            };
+        match self.framing {
+            _ if !allowed => None,
+            Framing::Stream => Some(u64::MAX),
+            Framing::Length(left) if left >= SPLICE_MIN_BODY || mode == SpliceMode::On => {
+                Some(left)
             }
+            _ => None,
+        }
     }
 
     fn fill(
@@ -245,25 +482,34 @@ impl Flow {
         pools: &mut Pools,
         tally: &mut Tally,
     ) -> Step {
-        debug_assert_eq!(self.pending(), 0, "fill only when nothing is carried");
-        if self.wants_pipe(pools.splice) {
+        debug_assert_eq!(self.pending(), 0, "fill only when nothing is cleared to go");
+        if let Some(limit) = self.splice_len(pools.splice) {
             if self.pipe.is_none() {
                 self.pipe = pools.pipes.take();
             }
             if let Some(pipe) = self.pipe {
-                return self.fill_pipe(pipe, src, src_ready, pools, tally);
+                return self.fill_pipe(pipe, limit, src, src_ready, pools, tally);
             }
         }
         if self.buf.is_none() {
             self.buf = pools.buffers.take();
         }
         let Some(id) = self.buf else {
-            debug_assert!(false, "the buffer pool holds two buffers for every pair");
+            debug_assert!(false, "the buffer pool holds enough buffers for every pair");
             return Step::Blocked;
         };
-        let space = pools.buffers.get_mut(id);
+        let capacity = pools.buffers.buffer_size();
+        let mut room = capacity - self.end as usize;
+        if let Framing::Length(left) = self.framing {
+            room = room.min(left.min(usize::MAX as u64) as usize);
+        }
+        if room == 0 {
+            // A head that fills the buffer: the session answers it.
+            return Step::Blocked;
+        }
+        let at = self.end as usize;
         let t0 = Instant::now();
-        let io = sys::read(src, space);
+        let io = sys::read(src, &mut pools.buffers.get_mut(id)[at..at + room]);
         *tally.read_ns += elapsed_ns(t0);
         match io {
             Io::Done(0) => {
@@ -271,32 +517,38 @@ impl Flow {
                 Step::Worked(0)
             }
             Io::Done(n) => {
-                self.start = 0;
-                self.end = n as u32;
-                if n == space.len() {
+                self.end += n as u32;
+                if n == capacity {
                     self.full_reads = self.full_reads.saturating_add(1);
                     if self.full_reads >= STREAK_TO_SPLICE {
                         self.splicing = true;
                     }
                 } else {
                     self.full_reads = 0;
-                    if !src_ready.has(Ready::RDHUP) {
-                        src_ready.clear(Ready::READ);
-                    }
                 }
-                Step::Worked(0)
+                if n < room && !src_ready.has(Ready::RDHUP) {
+                    src_ready.clear(Ready::READ);
+                }
+                match self.scan(pools) {
+                    Ok(()) => Step::Worked(0),
+                    Err(why) => Step::Invalid(why),
+                }
             }
             Io::WouldBlock => {
                 src_ready.clear(Ready::READ);
                 Step::Worked(0)
             }
-            Io::Failed(e) => Step::Fatal(e),
+            Io::Failed(errno) => Step::Fatal {
+                errno,
+                at_src: true,
+            },
         }
     }
 
     fn fill_pipe(
         &mut self,
         pipe: PipeId,
+        limit: u64,
         src: RawFd,
         src_ready: &mut Ready,
         pools: &mut Pools,
@@ -304,7 +556,7 @@ impl Flow {
     ) -> Step {
         let (_, write_end, capacity) = pools.pipes.ends(pipe);
         let t0 = Instant::now();
-        let io = sys::splice(src, write_end, capacity);
+        let io = sys::splice(src, write_end, (capacity as u64).min(limit) as usize);
         *tally.read_ns += elapsed_ns(t0);
         match io {
             Io::Done(0) => {
@@ -313,6 +565,12 @@ impl Flow {
             }
             Io::Done(n) => {
                 self.in_pipe = n as u32;
+                if let Framing::Length(left) = &mut self.framing {
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.framing = Framing::Complete;
+                    }
+                }
                 Step::Worked(0)
             }
             // The pipe is empty here, so EAGAIN means the socket is drained.
@@ -325,11 +583,15 @@ impl Flow {
                 self.splice_broken = true;
                 Step::Worked(0)
             }
-            Io::Failed(e) => Step::Fatal(e),
+            Io::Failed(errno) => Step::Fatal {
+                errno,
+                at_src: true,
+            },
         }
     }
 
     /// Return carriers that hold nothing, so an idle flow holds no memory.
+    /// (The prefix stays until the session drops it.)
     pub fn park(&mut self, pools: &mut Pools) {
         if self.end == self.start {
             if let Some(id) = self.buf.take() {
@@ -343,8 +605,9 @@ impl Flow {
         }
     }
 
-    /// Return every carrier (the pair is closing); undelivered bytes are dropped.
+    /// Return every carrier; bytes not yet delivered are dropped.
     pub fn release(&mut self, pools: &mut Pools) {
+        self.drop_prefix(pools);
         if let Some(id) = self.buf.take() {
             pools.buffers.put(id);
         }
@@ -352,6 +615,7 @@ impl Flow {
             pools.pipes.put(id, self.in_pipe as usize);
         }
         self.start = 0;
+        self.scanned = 0;
         self.end = 0;
         self.in_pipe = 0;
     }

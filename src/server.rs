@@ -10,9 +10,10 @@
 //!   pairs within --grace; once all have exited, print the report, exit 0.
 //!   A second such signal exits at once.
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::net::{self, listener::BindError};
 use crate::stats::{self, Global, SharedCounters};
+use crate::upstream::{self, BackendState};
 use crate::worker::{Listener, Shared, Worker};
 use mio::{Poll, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
@@ -54,22 +55,44 @@ pub fn run(config: Config) -> Result<(), StartError> {
         );
     }
     let workers = config.workers;
-    // Bind everything first: listeners[worker][listener].
+    // Bind everything first: listeners[worker][listener]. Every listener's
+    // backends get one shared health state, and a range in each worker's list.
     let mut per_worker: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut backends: Vec<Arc<BackendState>> = Vec::new();
     let mut banners = Vec::new();
     for lc in &config.listeners {
         let (bound, shards) = net::listener::bind_shards(lc.listen, workers, config.backlog)
             .map_err(StartError::Bind)?;
+        let targets: Vec<String> = lc.backends.iter().map(|b| b.to_string()).collect();
         banners.push(format!(
             "ferry: listening on {bound} -> {} ({}, {} workers)",
-            lc.backend, lc.mode, workers
+            targets.join(", "),
+            lc.mode,
+            workers
         ));
+        let first = backends.len();
+        backends.extend(
+            lc.backends
+                .iter()
+                .map(|&addr| Arc::new(BackendState::new(addr))),
+        );
         for (w, socket) in shards.into_iter().enumerate() {
-            per_worker[w].push(Listener {
-                socket: Some(socket),
-                backend: lc.backend,
-                ready: false,
-            });
+            per_worker[w].push(Listener::new(
+                socket,
+                lc.mode,
+                first,
+                lc.backends.len(),
+                lc.balance,
+                lc.http.clone(),
+            ));
+        }
+        if lc.mode == Mode::Http {
+            let checked = backends[first..].to_vec();
+            let health = lc.health.clone();
+            std::thread::Builder::new()
+                .name("ferry-health".into())
+                .spawn(move || upstream::health::run(checked, health))
+                .map_err(|e| StartError::Io(format!("cannot start the health checker: {e}")))?;
         }
     }
     let shared = Arc::new(Shared {
@@ -86,7 +109,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let waker = Waker::new(poll.registry(), crate::token::WAKER)
             .map_err(|e| StartError::Io(format!("eventfd failed: {e}")))?;
         wakers.push(waker);
-        let worker = Worker::new(id, poll, shared.clone(), listeners);
+        let worker = Worker::new(id, poll, shared.clone(), listeners, backends.clone());
         let tx = tx.clone();
         std::thread::Builder::new()
             .name(format!("ferry-worker-{id}"))

@@ -77,6 +77,18 @@ define_counters! {
     pairs_stalled: Counter, "pairs closed for making no progress";
     errors: Counter, "connections ended by a socket error";
     accept_errors: Counter, "accept() failures, such as EMFILE";
+    http_requests: Counter, "HTTP requests received";
+    http_responses_1xx: Counter, "HTTP responses sent, 1xx";
+    http_responses_2xx: Counter, "HTTP responses sent, 2xx";
+    http_responses_3xx: Counter, "HTTP responses sent, 3xx";
+    http_responses_4xx: Counter, "HTTP responses sent, 4xx";
+    http_responses_5xx: Counter, "HTTP responses sent, 5xx";
+    http_answers: Counter, "HTTP answers ferry made itself (400, 408, 502, ...)";
+    backend_pool_hits: Counter, "requests sent on a pooled backend connection";
+    backend_pool_misses: Counter, "requests that needed a new backend connection";
+    backend_pool_evictions: Counter, "pooled connections closed by the backend or timed out";
+    backend_retries: Counter, "requests sent again after a stale pooled connection failed";
+    backend_connections: Gauge, "backend connections open (serving or pooled)";
     loop_iterations: Counter, "event-loop passes";
     loop_events: Counter, "events handled";
     client_read_seconds: Nanos, "time spent reading client sockets";

@@ -43,6 +43,11 @@ impl TimerNode {
     pub fn is_armed(&self) -> bool {
         self.armed
     }
+
+    /// The tick this timer is armed for, if armed.
+    pub fn when(&self) -> Option<u64> {
+        self.armed.then_some(self.when)
+    }
 }
 
 /// Anything that carries a [`TimerNode`].

@@ -1,33 +1,38 @@
 //! One worker: a thread with its own `mio::Poll`, its own SO_REUSEPORT
-//! listeners, its own slab of pairs, buffer pool, pipe pool and timer wheel.
+//! listeners, its own slabs of pairs and backend connections, buffer pool,
+//! pipe pool, backend pools and timing wheels.
 //!
 //! The loop: poll -> dispatch each event by token -> drive the pairs whose
 //! fairness budget ran out last time (run queue) -> fire due timers -> retry
 //! accepting if it was paused -> publish counters. Nothing mutable is shared
 //! with other workers except the process-wide connection gate (`Global`),
-//! touched once at accept and once at close.
+//! touched once at accept and once at close, and the backends' up/down flags.
 //!
-//! Invariants: every pair in the slab has both sockets registered under
-//! tokens with its generation; `close_pair` is the only way out of the slab
-//! and returns the buffers, pipes, timer and connection slot; a pair is in
-//! the run queue at most once (`queued`).
+//! Invariants: every pair in the slab has its client registered under a token
+//! with its generation, and every connection in `conns` its own; a connection
+//! is owned by at most one pair, and one without an owner is in exactly one
+//! backend's idle list; `close_pair` and `close_conn` are the only ways out of
+//! the slabs and return buffers, pipes, timers and the connection slot; a
+//! pair is in the run queue at most once (`queued`).
 
 use crate::alloc_count;
-use crate::config::Config;
+use crate::config::{Config, HttpConfig, Mode, LINGER};
+use crate::conn::Conn;
+use crate::http::session::{self, Action, Ctx, Ticks};
 use crate::io::buffer::BufferPool;
 use crate::io::pipe::PipePool;
 use crate::net::{self, sys};
 use crate::pair::{self, CloseReason, Outcome, Pair, Phase};
-use crate::relay::Pools;
+use crate::relay::{Pools, Ready};
 use crate::stats::{Counters, Global, SharedCounters};
 use crate::timer::TimerWheel;
 use crate::token::{self, Side, Target};
+use crate::upstream::{self, BackendState, Balance, Pick, Rng};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll};
 use slab::Slab;
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +44,8 @@ const ACCEPT_BATCH: usize = 64;
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Events taken from the kernel per poll.
 const EVENTS_PER_POLL: usize = 512;
+/// Session steps one drive may take before yielding (a bug guard).
+const MAX_SESSION_STEPS: usize = 64;
 
 /// What all workers and the main thread share.
 pub struct Shared {
@@ -52,9 +59,46 @@ pub struct Shared {
 /// A listening socket of this worker and where its connections go.
 pub struct Listener {
     pub socket: Option<TcpListener>,
-    pub backend: SocketAddr,
+    pub mode: Mode,
+    /// This listener's backends: `first .. first + count` in the worker's list.
+    pub first: usize,
+    pub count: usize,
+    pub balance: Balance,
+    pub http: HttpConfig,
     /// The kernel may have connections queued for us.
     pub ready: bool,
+    cursor: usize,
+}
+
+impl Listener {
+    pub fn new(
+        socket: TcpListener,
+        mode: Mode,
+        first: usize,
+        count: usize,
+        balance: Balance,
+        http: HttpConfig,
+    ) -> Listener {
+        Listener {
+            socket: Some(socket),
+            mode,
+            first,
+            count,
+            balance,
+            http,
+            ready: false,
+            cursor: 0,
+        }
+    }
+}
+
+/// A backend as this worker sees it: shared health, own load and idle pool.
+struct Backend {
+    state: Arc<BackendState>,
+    /// Connections of this worker to it, serving or pooled.
+    active: u32,
+    /// Pooled connections (slots in `conns`), most recently used last.
+    idle: Vec<usize>,
 }
 
 pub struct Worker {
@@ -62,12 +106,16 @@ pub struct Worker {
     poll: Poll,
     shared: Arc<Shared>,
     listeners: Vec<Listener>,
+    backends: Vec<Backend>,
     pairs: Slab<Pair>,
+    conns: Slab<Conn>,
     pools: Pools,
     wheel: TimerWheel,
+    conn_wheel: TimerWheel,
     due: Vec<usize>,
     run_queue: VecDeque<(usize, u32)>,
     counters: Counters,
+    rng: Rng,
     next_gen: u32,
     now: Instant,
     tick: u64,
@@ -85,28 +133,51 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(id: usize, poll: Poll, shared: Arc<Shared>, listeners: Vec<Listener>) -> Worker {
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        shared: Arc<Shared>,
+        listeners: Vec<Listener>,
+        backends: Vec<Arc<BackendState>>,
+    ) -> Worker {
         let cfg = &shared.config;
         let max_pairs = cfg.max_conns;
+        let http = listeners.iter().any(|l| l.mode == Mode::Http);
+        // An HTTP pair may hold a rewritten head besides its two buffers.
+        let buffers = if http { 3 * max_pairs } else { 2 * max_pairs };
+        let pooled: usize = listeners.iter().map(|l| l.http.pool_size * l.count).sum();
         let now = Instant::now();
         let wheel = TimerWheel::new(now);
-        let connect_ticks = wheel.deadline(now, cfg.connect_timeout) - wheel.tick_of(now);
-        let idle_ticks = wheel.deadline(now, cfg.idle_timeout) - wheel.tick_of(now);
+        let span = |d: Duration| wheel.deadline(now, d) - wheel.tick_of(now);
+        let connect_ticks = span(cfg.connect_timeout);
+        let idle_ticks = span(cfg.idle_timeout);
         let pools = Pools {
-            buffers: BufferPool::new(2 * max_pairs, cfg.buffer_size),
+            buffers: BufferPool::new(buffers, cfg.buffer_size),
             pipes: PipePool::new(cfg.pipes_per_worker(), crate::config::PIPE_SIZE),
             splice: cfg.splice,
         };
+        let backends = backends
+            .into_iter()
+            .map(|state| Backend {
+                state,
+                active: 0,
+                idle: Vec::with_capacity(64),
+            })
+            .collect();
         Worker {
             id,
             poll,
             listeners,
+            backends,
             pairs: Slab::with_capacity(max_pairs),
+            conns: Slab::with_capacity(max_pairs + pooled),
             pools,
             wheel,
-            due: Vec::with_capacity(max_pairs),
+            conn_wheel: TimerWheel::new(now),
+            due: Vec::with_capacity(max_pairs + pooled),
             run_queue: VecDeque::with_capacity(max_pairs),
             counters: Counters::default(),
+            rng: Rng::new(0x9E37_79B9 ^ ((id as u64 + 1) * 0x2545_F491)),
             next_gen: 0,
             now,
             tick: 0,
@@ -154,6 +225,10 @@ impl Worker {
             }
             self.publish();
         }
+        let idle: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in idle {
+            self.close_conn(slot);
+        }
         self.publish();
         Ok(())
     }
@@ -164,13 +239,17 @@ impl Worker {
         }
         let now = Instant::now();
         let mut timeout = self.wheel.next_timeout(now);
-        let mut sooner = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
-        if let Some(until) = self.accept_paused_until {
-            sooner(until.saturating_duration_since(now));
-        }
-        if let Some(deadline) = self.stop_deadline {
-            sooner(deadline.saturating_duration_since(now));
-        }
+        let mut sooner = |d: Option<Duration>| {
+            if let Some(d) = d {
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
+        };
+        sooner(self.conn_wheel.next_timeout(now));
+        sooner(
+            self.accept_paused_until
+                .map(|t| t.saturating_duration_since(now)),
+        );
+        sooner(self.stop_deadline.map(|t| t.saturating_duration_since(now)));
         timeout
     }
 
@@ -187,42 +266,325 @@ impl Worker {
                     self.accept_from(i);
                 }
             }
-            Target::Pair { slot, side, gen } => {
+            Target::Pair {
+                slot,
+                side: Side::Client,
+                gen,
+            } => {
                 let Some(pair) = self.pairs.get_mut(slot) else {
                     return;
                 };
                 if pair.gen != gen {
                     return; // stale: the slot was reused
                 }
-                match side {
-                    Side::Client => pair.client_ready.merge(event),
-                    Side::Backend => pair.backend_ready.merge(event),
-                }
+                pair.client_ready.merge(event);
                 self.drive(slot);
+            }
+            Target::Pair {
+                slot,
+                side: Side::Backend,
+                gen,
+            } => {
+                let Some(conn) = self.conns.get_mut(slot) else {
+                    return;
+                };
+                if conn.gen != gen {
+                    return;
+                }
+                conn.ready.merge(event);
+                match conn.owner {
+                    Some(owner) => self.drive(owner),
+                    None if conn.ready.has(Ready::READ | Ready::ERROR) => {
+                        // An idle pooled connection spoke or closed: it cannot be reused.
+                        self.counters.backend_pool_evictions += 1;
+                        self.close_conn(slot);
+                    }
+                    None => {}
+                }
             }
         }
     }
 
     fn drive(&mut self, slot: usize) {
+        match self.listeners[self.pairs[slot].listener as usize].mode {
+            Mode::Tcp => self.drive_tcp(slot),
+            Mode::Http => self.drive_http(slot),
+        }
+        if let Some(pair) = self.pairs.get(slot) {
+            if pair.timer.when() != Some(pair.deadline) && pair.deadline != 0 {
+                let when = pair.deadline;
+                self.wheel.arm(&mut self.pairs, slot, when);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, slot: usize) {
+        let pair = &mut self.pairs[slot];
+        if !pair.queued {
+            pair.queued = true;
+            self.run_queue.push_back((slot, pair.gen));
+        }
+    }
+
+    fn drive_tcp(&mut self, slot: usize) {
         loop {
             let pair = &mut self.pairs[slot];
-            match pair::drive(pair, &mut self.pools, &mut self.counters, self.tick) {
+            let conn = &mut self.conns[pair.backend.expect("a TCP pair always has its backend")];
+            match pair::drive_tcp(pair, conn, &mut self.pools, &mut self.counters, self.tick) {
                 Outcome::Idle => return,
-                Outcome::Again => {
-                    if !pair.queued {
-                        pair.queued = true;
-                        self.run_queue.push_back((slot, pair.gen));
-                    }
-                    return;
-                }
+                Outcome::Again => return self.enqueue(slot),
                 Outcome::Connected => {
                     pair.last_active = self.tick;
-                    self.wheel
-                        .arm(&mut self.pairs, slot, self.tick + self.idle_ticks);
+                    pair.deadline = self.tick + self.idle_ticks;
                 }
                 Outcome::Close(reason) => return self.close_pair(slot, reason),
             }
         }
+    }
+
+    fn session_ctx<'a>(
+        listener: &'a Listener,
+        pools: &'a mut Pools,
+        counters: &'a mut Counters,
+        wheel: &TimerWheel,
+        now: Instant,
+        tick: u64,
+        idle: u64,
+    ) -> Ctx<'a> {
+        let span = |d: Duration| wheel.deadline(now, d) - wheel.tick_of(now);
+        Ctx {
+            pools,
+            counters,
+            cfg: &listener.http,
+            ticks: Ticks {
+                header: span(listener.http.header_timeout),
+                keepalive: span(listener.http.keepalive_timeout),
+                backend: span(listener.http.backend_timeout),
+                idle,
+                linger: span(LINGER),
+            },
+            tick,
+        }
+    }
+
+    fn drive_http(&mut self, slot: usize) {
+        for _ in 0..MAX_SESSION_STEPS {
+            let pair = &mut self.pairs[slot];
+            let listener = &self.listeners[pair.listener as usize];
+            let mut conn = pair.backend.map(|c| &mut self.conns[c]);
+            let mut ctx = Self::session_ctx(
+                listener,
+                &mut self.pools,
+                &mut self.counters,
+                &self.wheel,
+                self.now,
+                self.tick,
+                self.idle_ticks,
+            );
+            let action = if pair.phase == Phase::Connecting {
+                let conn = conn.expect("connecting implies a connection");
+                match pair::check_connect(pair, conn) {
+                    Outcome::Connected => {
+                        session::connected(pair, &mut ctx);
+                        Action::Again
+                    }
+                    Outcome::Close(CloseReason::ConnectFailed(_)) => {
+                        ctx.counters.backend_connect_failures += 1;
+                        Action::ConnectFailed
+                    }
+                    Outcome::Close(reason) => Action::Close(reason),
+                    Outcome::Idle | Outcome::Again => Action::Wait,
+                }
+            } else {
+                match pair::relay(pair, conn.as_deref_mut(), ctx.pools, ctx.counters, ctx.tick) {
+                    Outcome::Idle | Outcome::Connected => session::advance(pair, conn, &mut ctx),
+                    Outcome::Again => return self.enqueue(slot),
+                    Outcome::Close(reason) => session::on_error(pair, conn, reason, &mut ctx),
+                }
+            };
+            if !self.apply(slot, action) {
+                return;
+            }
+        }
+        // A session that keeps changing state without waiting is a bug: close it.
+        self.close_pair(slot, CloseReason::Stalled);
+    }
+
+    /// Carry out a session's action; true if the session should run again.
+    fn apply(&mut self, slot: usize, action: Action) -> bool {
+        match action {
+            Action::Wait => false,
+            Action::Again => true,
+            Action::Connect => {
+                self.attach_backend(slot);
+                true
+            }
+            Action::Retry => {
+                self.detach_backend(slot, false);
+                self.attach_backend(slot);
+                true
+            }
+            Action::ConnectFailed => {
+                if let Some(c) = self.pairs[slot].backend {
+                    let backend = &self.backends[self.conns[c].backend as usize];
+                    backend.state.mark_down();
+                    let addr = backend.state.addr;
+                    self.log_limited(format_args!("connect to {addr} failed; marked down"));
+                }
+                self.detach_backend(slot, false);
+                self.attach_backend(slot);
+                true
+            }
+            Action::Release { reuse } => {
+                self.detach_backend(slot, reuse);
+                true
+            }
+            Action::Close(reason) => {
+                self.close_pair(slot, reason);
+                false
+            }
+        }
+    }
+
+    /// Give the pair's request a backend connection: a pooled one if the
+    /// chosen backend has one, else a new connect; or ferry's answer when no
+    /// backend can take it.
+    fn attach_backend(&mut self, slot: usize) {
+        loop {
+            let pair = &mut self.pairs[slot];
+            let listener = &mut self.listeners[pair.listener as usize];
+            let (first, backends) = (listener.first, &self.backends);
+            let pick = upstream::pick(
+                listener.balance,
+                listener.count,
+                &mut listener.cursor,
+                &mut self.rng,
+                pair.exchange.tried,
+                |i| backends[first + i].state.is_up(),
+                |i| backends[first + i].active,
+            );
+            let index = match pick {
+                Pick::Backend(i) => i,
+                Pick::NoneUp | Pick::Exhausted => {
+                    let listener = &self.listeners[pair.listener as usize];
+                    let mut ctx = Self::session_ctx(
+                        listener,
+                        &mut self.pools,
+                        &mut self.counters,
+                        &self.wheel,
+                        self.now,
+                        self.tick,
+                        self.idle_ticks,
+                    );
+                    // Down before this request tried any: 503; else they failed it: 502/504.
+                    let none_healthy = pick == Pick::NoneUp && pair.exchange.tried == 0;
+                    let action = session::no_backend(pair, none_healthy, &mut ctx);
+                    debug_assert!(matches!(action, Action::Again | Action::Close(_)));
+                    if let Action::Close(reason) = action {
+                        self.close_pair(slot, reason);
+                    }
+                    return;
+                }
+            };
+            pair.exchange.tried |= 1u64 << index.min(63);
+            let b = first + index;
+            if !pair.exchange.fresh_only {
+                if let Some(c) = self.backends[b].idle.pop() {
+                    self.counters.backend_pool_hits += 1;
+                    self.conn_wheel.cancel(&mut self.conns, c);
+                    let conn = &mut self.conns[c];
+                    conn.owner = Some(slot);
+                    conn.reused = true;
+                    pair.backend = Some(c);
+                    let listener = &self.listeners[pair.listener as usize];
+                    let mut ctx = Self::session_ctx(
+                        listener,
+                        &mut self.pools,
+                        &mut self.counters,
+                        &self.wheel,
+                        self.now,
+                        self.tick,
+                        self.idle_ticks,
+                    );
+                    session::connected(pair, &mut ctx);
+                    return;
+                }
+            }
+            self.counters.backend_pool_misses += 1;
+            let addr = self.backends[b].state.addr;
+            match self.open_conn(b, slot) {
+                Ok(c) => {
+                    let pair = &mut self.pairs[slot];
+                    pair.backend = Some(c);
+                    pair.phase = Phase::Connecting;
+                    pair.deadline = self.tick + self.connect_ticks;
+                    return;
+                }
+                Err(e) => {
+                    self.counters.backend_connect_failures += 1;
+                    self.backends[b].state.mark_down();
+                    self.log_limited(format_args!("connect to {addr} failed: {e}; marked down"));
+                }
+            }
+        }
+    }
+
+    /// Start a connect to backend `b` for the pair in `owner`.
+    fn open_conn(&mut self, b: usize, owner: usize) -> io::Result<usize> {
+        let mut stream = net::connect(self.backends[b].state.addr)?;
+        let gen = self.take_gen();
+        let slot = self.conns.vacant_key();
+        self.poll.registry().register(
+            &mut stream,
+            token::pair(slot, Side::Backend, gen),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.conns.insert(Conn::new(gen, stream, b as u16, owner));
+        self.backends[b].active += 1;
+        Ok(slot)
+    }
+
+    /// Take the pair's backend connection away: into its backend's pool if
+    /// `reuse` and there is room, else closed.
+    fn detach_backend(&mut self, slot: usize, reuse: bool) {
+        let Some(c) = self.pairs[slot].backend.take() else {
+            return;
+        };
+        let conn = &mut self.conns[c];
+        conn.owner = None;
+        conn.reused = false;
+        let b = conn.backend as usize;
+        let listener = &self.listeners[self.pairs[slot].listener as usize];
+        let pool_size = listener.http.pool_size;
+        let room = self.backends[b].idle.len() < pool_size;
+        if reuse
+            && room
+            && self.stop_deadline.is_none()
+            && !conn.ready.has(Ready::RDHUP | Ready::ERROR)
+        {
+            conn.requests += 1;
+            self.backends[b].idle.push(c);
+            let when = self
+                .conn_wheel
+                .deadline(self.now, listener.http.pool_idle_timeout);
+            self.conn_wheel.arm(&mut self.conns, c, when);
+        } else {
+            self.close_conn(c);
+        }
+    }
+
+    /// The one way out of the connection slab.
+    fn close_conn(&mut self, c: usize) {
+        self.conn_wheel.cancel(&mut self.conns, c);
+        let conn = self.conns.remove(c);
+        let backend = &mut self.backends[conn.backend as usize];
+        backend.active -= 1;
+        if conn.owner.is_none() {
+            if let Some(i) = backend.idle.iter().position(|&s| s == c) {
+                backend.idle.swap_remove(i);
+            }
+        }
+        // Dropping the stream closes it, which also removes it from epoll.
     }
 
     fn run_queued(&mut self) {
@@ -240,22 +602,57 @@ impl Worker {
 
     fn fire_timers(&mut self) {
         let mut due = std::mem::take(&mut self.due);
+        self.conn_wheel.expire(&mut self.conns, self.now, &mut due);
+        for &c in &due {
+            self.counters.backend_pool_evictions += 1;
+            self.close_conn(c);
+        }
+        due.clear();
         self.wheel.expire(&mut self.pairs, self.now, &mut due);
         for &slot in &due {
-            let pair = &self.pairs[slot];
-            match pair.phase {
-                Phase::Connecting => self.close_pair(slot, CloseReason::ConnectTimeout),
-                Phase::Relaying if self.tick >= pair.last_active + self.idle_ticks => {
-                    self.close_pair(slot, CloseReason::IdleTimeout)
-                }
-                Phase::Relaying => {
-                    let when = pair.last_active + self.idle_ticks;
-                    self.wheel.arm(&mut self.pairs, slot, when);
-                }
+            if self.pairs.contains(slot) {
+                self.timeout(slot);
             }
         }
         due.clear();
         self.due = due;
+    }
+
+    fn timeout(&mut self, slot: usize) {
+        let pair = &mut self.pairs[slot];
+        pair.deadline = 0;
+        let listener = &self.listeners[pair.listener as usize];
+        match listener.mode {
+            Mode::Tcp => match pair.phase {
+                Phase::Connecting => self.close_pair(slot, CloseReason::ConnectTimeout),
+                _ if self.tick >= pair.last_active + self.idle_ticks => {
+                    self.close_pair(slot, CloseReason::IdleTimeout)
+                }
+                _ => pair.deadline = pair.last_active + self.idle_ticks,
+            },
+            Mode::Http => {
+                let mut ctx = Self::session_ctx(
+                    listener,
+                    &mut self.pools,
+                    &mut self.counters,
+                    &self.wheel,
+                    self.now,
+                    self.tick,
+                    self.idle_ticks,
+                );
+                let action = session::on_timeout(pair, &mut ctx);
+                if self.apply(slot, action) {
+                    self.drive(slot);
+                    return;
+                }
+            }
+        }
+        if let Some(pair) = self.pairs.get(slot) {
+            if pair.deadline != 0 {
+                let when = pair.deadline;
+                self.wheel.arm(&mut self.pairs, slot, when);
+            }
+        }
     }
 
     fn accept_if_due(&mut self) {
@@ -296,7 +693,7 @@ impl Worker {
             self.at_limit = false;
             let socket = self.listeners[i].socket.as_ref().expect("checked above");
             match socket.accept() {
-                Ok((client, _peer)) => self.open_pair(i, client),
+                Ok((client, peer)) => self.open_pair(i, client, peer.ip()),
                 Err(e) => {
                     self.shared.global.release();
                     match e.raw_os_error() {
@@ -318,44 +715,85 @@ impl Worker {
         self.accept_again = true;
     }
 
-    fn open_pair(&mut self, listener: usize, mut client: TcpStream) {
-        let _ = client.set_nodelay(true);
-        let backend_addr = self.listeners[listener].backend;
-        let mut backend = match net::connect(backend_addr) {
-            Ok(s) => s,
-            Err(e) => {
-                self.counters.backend_connect_failures += 1;
-                self.log_limited(format_args!("connect to {backend_addr} failed: {e}"));
-                self.shared.global.release();
-                return;
-            }
-        };
+    fn take_gen(&mut self) -> u32 {
         let gen = self.next_gen;
         self.next_gen = (self.next_gen + 1) & token::GEN_MASK;
+        gen
+    }
+
+    fn open_pair(&mut self, listener: usize, mut client: TcpStream, ip: std::net::IpAddr) {
+        let _ = client.set_nodelay(true);
+        let gen = self.take_gen();
         let slot = self.pairs.vacant_key();
-        let registry = self.poll.registry();
-        let both = Interest::READABLE | Interest::WRITABLE;
-        let registered = registry
-            .register(&mut client, token::pair(slot, Side::Client, gen), both)
-            .and_then(|_| {
-                registry.register(&mut backend, token::pair(slot, Side::Backend, gen), both)
-            });
-        if let Err(e) = registered {
+        if let Err(e) = self.poll.registry().register(
+            &mut client,
+            token::pair(slot, Side::Client, gen),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             self.counters.errors += 1;
             self.log_limited(format_args!("cannot register a connection: {e}"));
             self.shared.global.release();
             return;
         }
-        self.pairs
-            .insert(Pair::new(gen, listener as u16, client, backend, self.tick));
-        self.wheel
-            .arm(&mut self.pairs, slot, self.tick + self.connect_ticks);
+        let mode = self.listeners[listener].mode;
+        let phase = if mode == Mode::Tcp {
+            Phase::Connecting
+        } else {
+            Phase::Waiting
+        };
+        self.pairs.insert(Pair::new(
+            gen,
+            listener as u16,
+            client,
+            ip,
+            phase,
+            self.tick,
+        ));
         self.counters.connections_accepted += 1;
         self.shared.global.record_peak();
+        match mode {
+            Mode::Tcp => {
+                let b = self.listeners[listener].first;
+                match self.open_conn(b, slot) {
+                    Ok(c) => {
+                        let pair = &mut self.pairs[slot];
+                        pair.backend = Some(c);
+                        pair.deadline = self.tick + self.connect_ticks;
+                        self.wheel
+                            .arm(&mut self.pairs, slot, self.tick + self.connect_ticks);
+                    }
+                    Err(e) => {
+                        let addr = self.backends[b].state.addr;
+                        self.log_limited(format_args!("connect to {addr} failed: {e}"));
+                        self.close_pair(
+                            slot,
+                            CloseReason::ConnectFailed(e.raw_os_error().unwrap_or(libc::EIO)),
+                        );
+                    }
+                }
+            }
+            Mode::Http => {
+                let pair = &mut self.pairs[slot];
+                let mut ctx = Self::session_ctx(
+                    &self.listeners[listener],
+                    &mut self.pools,
+                    &mut self.counters,
+                    &self.wheel,
+                    self.now,
+                    self.tick,
+                    self.idle_ticks,
+                );
+                session::begin(pair, &mut ctx);
+                let when = pair.deadline;
+                self.wheel.arm(&mut self.pairs, slot, when);
+            }
+        }
     }
 
-    /// The one way out of the slab: returns buffers, pipes, timer and slot.
+    /// The one way out of the pair slab: returns buffers, pipes, timer, the
+    /// backend connection and the connection slot.
     fn close_pair(&mut self, slot: usize, reason: CloseReason) {
+        self.detach_backend(slot, false);
         self.wheel.cancel(&mut self.pairs, slot);
         let mut pair = self.pairs.remove(slot);
         pair.release(&mut self.pools);
@@ -368,33 +806,37 @@ impl Worker {
         let c = &mut self.counters;
         match reason {
             CloseReason::Done | CloseReason::Shutdown => {}
-            CloseReason::Error(_) => c.errors += 1,
+            CloseReason::Error(..) | CloseReason::Invalid(..) => c.errors += 1,
             CloseReason::ConnectFailed(_) => c.backend_connect_failures += 1,
             CloseReason::ConnectTimeout => c.backend_connect_timeouts += 1,
             CloseReason::IdleTimeout => c.idle_timeouts += 1,
             CloseReason::Stalled => c.pairs_stalled += 1,
         }
+        let first = self.listeners[pair.listener as usize].first;
+        let backend = self.backends[first].state.addr;
         match reason {
             CloseReason::ConnectFailed(e) => {
-                let backend = self.listeners[pair.listener as usize].backend;
                 self.log_limited(format_args!(
                     "connect to {backend} failed: {}",
                     sys::errno_name(e)
                 ));
             }
             CloseReason::ConnectTimeout => {
-                let backend = self.listeners[pair.listener as usize].backend;
-                self.log_limited(format_args!("connect to {backend} timed out"));
+                self.log_limited(format_args!("connect to {backend} timed out"))
             }
             CloseReason::Stalled => {
                 self.log_limited(format_args!("closed a pair that made no progress (a bug)"))
             }
-            CloseReason::Error(e) if self.shared.config.verbose => {
-                self.log(format_args!("connection closed: {}", sys::errno_name(e)))
-            }
+            CloseReason::Error(side, e) if self.shared.config.verbose => self.log(format_args!(
+                "connection closed: {side:?} side: {}",
+                sys::errno_name(e)
+            )),
+            CloseReason::Invalid(side, why) if self.shared.config.verbose => self.log(
+                format_args!("connection closed: {side:?} sent a bad message: {why}"),
+            ),
             _ => {}
         }
-        // Dropping `pair` closes both sockets, which also removes them from epoll.
+        // Dropping `pair` closes the client socket, which also removes it from epoll.
         drop(pair);
     }
 
@@ -411,14 +853,19 @@ impl Worker {
         self.stop_deadline = Some(self.now + self.shared.config.grace);
     }
 
-    /// While stopping: true once no pair is left (closing stragglers at the deadline).
+    /// While stopping: true once no pair is left (closing stragglers at the
+    /// deadline, and idle keep-alive clients at once).
     fn finish_stop(&mut self) -> bool {
         let deadline = self.stop_deadline.expect("called only while stopping");
-        if self.now >= deadline {
-            let slots: Vec<usize> = self.pairs.iter().map(|(slot, _)| slot).collect();
-            for slot in slots {
-                self.close_pair(slot, CloseReason::Shutdown);
-            }
+        let hard = self.now >= deadline;
+        let slots: Vec<usize> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| hard || (p.phase == Phase::Waiting && p.to_backend.leftover() == 0))
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in slots {
+            self.close_pair(slot, CloseReason::Shutdown);
         }
         self.pairs.is_empty()
     }
@@ -427,6 +874,7 @@ impl Worker {
         let c = &mut self.counters;
         c.connections_active = self.pairs.len() as u64;
         c.slab_in_use = self.pairs.len() as u64;
+        c.backend_connections = self.conns.len() as u64;
         c.buffers_in_use = self.pools.buffers.in_use() as u64;
         c.pipes_in_use = self.pools.pipes.in_use() as u64;
         c.worker_heap_allocations = alloc_count::thread_allocations();

@@ -52,6 +52,20 @@ impl BufferPool {
         &mut self.memory[start..start + self.size]
     }
 
+    /// Buffer `from` to read and buffer `to` to write, at once.
+    pub fn read_and_write(&mut self, from: BufId, to: BufId) -> (&[u8], &mut [u8]) {
+        assert_ne!(from, to, "a buffer cannot be read and written at once");
+        let size = self.size;
+        let (f, t) = (from.0 as usize * size, to.0 as usize * size);
+        if f < t {
+            let (low, high) = self.memory.split_at_mut(t);
+            (&low[f..f + size], &mut high[..size])
+        } else {
+            let (low, high) = self.memory.split_at_mut(f);
+            (&high[..size], &mut low[t..t + size])
+        }
+    }
+
     pub fn buffer_size(&self) -> usize {
         self.size
     }

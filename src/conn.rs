@@ -1,0 +1,49 @@
+//! Backend connections: a slab of their own, so a connection keeps one token
+//! for its whole life whether it serves a pair or waits in a worker's pool.
+//!
+//! A connection is owned by at most one pair (`owner`). While it has no
+//! owner it sits in its backend's idle list, still registered with epoll, so
+//! that the backend closing it (or sending stray bytes) evicts it at once,
+//! and its pool timer (`--pool-idle-timeout`) closes it before the backend
+//! would (Apache's KeepAliveTimeout is 5 s).
+
+use crate::relay::Ready;
+use crate::timer::{Timed, TimerNode};
+use mio::net::TcpStream;
+
+pub struct Conn {
+    pub gen: u32,
+    pub stream: TcpStream,
+    pub ready: Ready,
+    /// Index of the backend in the worker's backend list.
+    pub backend: u16,
+    /// The pair this connection serves, if any.
+    pub owner: Option<usize>,
+    /// Requests completed on this connection.
+    pub requests: u32,
+    /// Taken from the pool for the current request (a failure may be a
+    /// stale connection rather than a dead backend).
+    pub reused: bool,
+    pub timer: TimerNode,
+}
+
+impl Timed for Conn {
+    fn timer(&mut self) -> &mut TimerNode {
+        &mut self.timer
+    }
+}
+
+impl Conn {
+    pub fn new(gen: u32, stream: TcpStream, backend: u16, owner: usize) -> Conn {
+        Conn {
+            gen,
+            stream,
+            ready: Ready::default(),
+            backend,
+            owner: Some(owner),
+            requests: 0,
+            reused: false,
+            timer: TimerNode::default(),
+        }
+    }
+}

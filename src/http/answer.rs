@@ -1,0 +1,42 @@
+//! The answers ferry writes itself: short, complete, and closing.
+//!
+//! Each is a static byte string (nothing is formatted on the error path) with
+//! a plain-text body, `Content-Length` and `Connection: close`: after such an
+//! answer the connection cannot go on, so ferry shuts its side and lingers
+//! briefly so the client reads the answer rather than a reset.
+
+/// The complete response for `status`; unknown codes answer 502.
+pub fn answer(status: u16) -> &'static [u8] {
+    match status {
+        400 => b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n400 Bad Request\n",
+        408 => b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n",
+        414 => b"HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain\r\nContent-Length: 17\r\nConnection: close\r\n\r\n414 URI Too Long\n",
+        431 => b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 36\r\nConnection: close\r\n\r\n431 Request Header Fields Too Large\n",
+        502 => b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n502 Bad Gateway\n",
+        503 => b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\n503 Service Unavailable\n",
+        504 => b"HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n504 Gateway Timeout\n",
+        _ => answer(502),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{parse_response, BodyKind, Method, Parsed};
+
+    #[test]
+    fn every_answer_is_a_complete_closing_response() {
+        for code in [400, 408, 414, 431, 502, 503, 504] {
+            let bytes = answer(code);
+            let Parsed::Complete(head) = parse_response(bytes, Method::Get, 4096) else {
+                panic!("{code} does not parse")
+            };
+            assert_eq!(head.status, code);
+            assert!(!head.keep_alive);
+            assert_eq!(
+                head.body,
+                BodyKind::Length((bytes.len() - head.head_len) as u64)
+            );
+        }
+    }
+}

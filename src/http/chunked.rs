@@ -1,0 +1,235 @@
+//! A streaming scanner for chunked message bodies (RFC 9112 §7.1).
+//!
+//! The relay passes chunked bodies through unchanged, extensions and
+//! trailers included; this scanner only walks the bytes as they go by to find
+//! where the message ends (so the next pipelined message is never forwarded
+//! with it) and to refuse malformed framing. It keeps a few bytes of state and
+//! never buffers: `scan` may be fed any split of the stream.
+//!
+//! Strict on purpose: line ends must be CRLF, sizes are hex digits only (at
+//! most 15 of them), extensions are `;name[=value]` with token or quoted
+//! values and optional whitespace, and trailer lines may not contain bare CR
+//! or NUL. Anything else is an error and the connection is closed.
+
+/// Where the scanner stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Expecting the first hex digit of a chunk size.
+    SizeStart,
+    /// Reading hex digits.
+    Size,
+    /// Whitespace after the size or after an extension value.
+    SizeWs,
+    /// After `;`: optional whitespace, then an extension name.
+    ExtPreName,
+    ExtName,
+    /// Whitespace after an extension name.
+    ExtPostName,
+    /// After `=`: optional whitespace, then a token or a quoted string.
+    ExtPreValue,
+    ExtValue,
+    ExtQuoted,
+    ExtQuotedEscape,
+    /// Saw CR at the end of the size line.
+    SizeLf,
+    /// Inside chunk data; this many bytes left.
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final CRLF).
+    TrailerStart,
+    /// Inside a trailer field line.
+    Trailer,
+    TrailerLf,
+    /// Saw CR of the final empty line.
+    FinalLf,
+    /// The message ended.
+    Done,
+}
+
+/// Malformed chunked framing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkError(pub &'static str);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkScanner {
+    state: State,
+    size: u64,
+    size_digits: u8,
+}
+
+impl Default for ChunkScanner {
+    fn default() -> Self {
+        ChunkScanner {
+            state: State::SizeStart,
+            size: 0,
+            size_digits: 0,
+        }
+    }
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn is_qdtext(b: u8) -> bool {
+    b == b'\t' || (b >= b' ' && b != 0x7f)
+}
+
+impl ChunkScanner {
+    /// True once the final CRLF after the last chunk (and trailers) was seen.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// In chunk data with this many bytes left.
+    pub fn data_left(&self) -> u64 {
+        match self.state {
+            State::Data(n) => n,
+            _ => 0,
+        }
+    }
+
+    /// Walk `bytes`; returns how many belong to this message (all of them
+    /// unless the message ends inside `bytes`).
+    pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
+        let mut i = 0;
+        while i < bytes.len() {
+            match self.state {
+                State::Done => return Ok(i),
+                State::Data(left) => {
+                    let take = left.min((bytes.len() - i) as u64);
+                    i += take as usize;
+                    self.state = if take == left {
+                        State::DataCr
+                    } else {
+                        State::Data(left - take)
+                    };
+                }
+                _ => {
+                    self.step(bytes[i])?;
+                    i += 1;
+                }
+            }
+        }
+        Ok(i)
+    }
+
+    fn step(&mut self, b: u8) -> Result<(), ChunkError> {
+        use State::*;
+        let bad = |why| Err(ChunkError(why));
+        self.state = match self.state {
+            SizeStart | Size if b.is_ascii_hexdigit() => {
+                self.size_digits += 1;
+                if self.size_digits > 15 {
+                    return bad("chunk size too large");
+                }
+                let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
+                self.size = (self.size << 4) | digit;
+                Size
+            }
+            SizeStart => return bad("chunk size is not hex"),
+            Size | SizeWs | ExtName | ExtPostName | ExtValue if b == b'\r' => SizeLf,
+            Size | SizeWs | ExtValue if is_ws(b) => SizeWs,
+            Size | SizeWs | ExtName | ExtPostName | ExtValue if b == b';' => ExtPreName,
+            ExtPreName if is_ws(b) => ExtPreName,
+            ExtPreName | ExtName if is_tchar(b) => ExtName,
+            ExtName | ExtPostName if is_ws(b) => ExtPostName,
+            ExtName | ExtPostName if b == b'=' => ExtPreValue,
+            ExtPreValue if is_ws(b) => ExtPreValue,
+            ExtPreValue | ExtValue if is_tchar(b) => ExtValue,
+            ExtPreValue if b == b'"' => ExtQuoted,
+            Size | SizeWs | ExtPreName | ExtName | ExtPostName | ExtPreValue | ExtValue => {
+                return bad("invalid chunk size line")
+            }
+            ExtQuoted if b == b'"' => SizeWs,
+            ExtQuoted if b == b'\\' => ExtQuotedEscape,
+            ExtQuoted | ExtQuotedEscape if is_qdtext(b) => ExtQuoted,
+            ExtQuoted | ExtQuotedEscape => return bad("invalid byte in a quoted chunk extension"),
+            SizeLf if b == b'\n' => {
+                let size = std::mem::take(&mut self.size);
+                self.size_digits = 0;
+                if size == 0 {
+                    TrailerStart
+                } else {
+                    Data(size)
+                }
+            }
+            SizeLf => return bad("bare CR in a chunk size line"),
+            Data(_) => unreachable!("data is skipped in bulk"),
+            DataCr if b == b'\r' => DataLf,
+            DataCr => return bad("chunk data longer than its size"),
+            DataLf if b == b'\n' => SizeStart,
+            DataLf => return bad("bare CR after chunk data"),
+            TrailerStart if b == b'\r' => FinalLf,
+            Trailer if b == b'\r' => TrailerLf,
+            TrailerStart | Trailer if b == 0 || b == b'\n' => {
+                return bad("invalid byte in a trailer")
+            }
+            TrailerStart | Trailer => Trailer,
+            TrailerLf if b == b'\n' => TrailerStart,
+            FinalLf if b == b'\n' => Done,
+            TrailerLf | FinalLf => return bad("bare CR in a trailer"),
+            Done => Done,
+        };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(input: &[u8]) -> Result<(usize, bool), ChunkError> {
+        let mut s = ChunkScanner::default();
+        let n = s.scan(input)?;
+        Ok((n, s.is_done()))
+    }
+
+    #[test]
+    fn finds_the_end_of_a_message_with_extensions_and_trailers() {
+        let msg = b"5;name=value;q=\"a \\\"b\"\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n";
+        let mut with_next = msg.to_vec();
+        with_next.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        assert_eq!(scan_all(&with_next), Ok((msg.len(), true)));
+    }
+
+    #[test]
+    fn any_split_of_the_stream_gives_the_same_answer() {
+        let msg = b"a\r\n0123456789\r\n3 ; ext\r\nabc\r\n0\r\n\r\n";
+        for cut in 0..msg.len() {
+            let mut s = ChunkScanner::default();
+            let a = s.scan(&msg[..cut]).unwrap();
+            let b = s.scan(&msg[cut..]).unwrap();
+            assert_eq!(a + b, msg.len(), "cut at {cut}");
+            assert!(s.is_done());
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_framing() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"5\nhello\r\n",
+            b"5\r\nhelloX\r\n",
+            b"5 5\r\n",
+            b"5;=v\r\n",
+            b"1234567890abcdef0\r\n",
+            b"0\r\nBad\rTrailer\r\n\r\n",
+            b"0\r\n\rx",
+            b"5;a=\"\x01\"\r\n",
+        ] {
+            assert!(scan_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn an_unfinished_message_is_not_done() {
+        assert_eq!(scan_all(b"5\r\nhel"), Ok((6, false)));
+        assert_eq!(scan_all(b"0\r\n"), Ok((3, false)));
+    }
+}

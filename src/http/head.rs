@@ -1,0 +1,477 @@
+//! Parse and judge HTTP/1.1 message heads (httparse, straight from the
+//! buffer, no copy) and decide each message's framing (RFC 9112 §6).
+//!
+//! Requests are judged strictly, since an intermediary that forwards an
+//! ambiguous request is how smuggling happens: Content-Length with
+//! Transfer-Encoding, differing or invalid Content-Length, a final coding
+//! other than chunked, Transfer-Encoding in HTTP/1.0, a missing or repeated
+//! Host in HTTP/1.1, obs-fold, whitespace before a colon, bare CR or NUL are
+//! all refused with 400 (httparse refuses the last four). Responses get the
+//! same framing checks with 502 as the answer. Nothing here allocates.
+
+/// A refusal: the status ferry answers with and a short reason for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+const fn reject(status: u16, reason: &'static str) -> Reject {
+    Reject { status, reason }
+}
+
+/// The result of looking at the bytes gathered so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<T> {
+    Complete(T),
+    /// More bytes are needed.
+    Partial,
+    Invalid(Reject),
+}
+
+/// How a message's body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the sender closes (responses only).
+    UntilClose,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Options,
+    Post,
+    Put,
+    Delete,
+    Connect,
+    Other,
+}
+
+impl Method {
+    fn from_bytes(m: &str) -> Method {
+        match m {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+
+    /// Safe to send again on a fresh connection if the first try failed unseen.
+    pub fn is_idempotent(self) -> bool {
+        matches!(self, Method::Get | Method::Head | Method::Options)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: Method,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    pub head_len: usize,
+    pub body: BodyKind,
+    /// The client allows the connection to go on after this exchange.
+    pub keep_alive: bool,
+    /// `Connection: upgrade` with an `Upgrade` field.
+    pub upgrade: bool,
+    pub expect_continue: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub minor: u8,
+    pub head_len: usize,
+    pub body: BodyKind,
+    /// The backend allows the connection to be reused.
+    pub keep_alive: bool,
+}
+
+/// Header count limit used for the httparse array; --max-headers may be lower.
+pub const HEADER_SLOTS: usize = 256;
+
+/// What the Connection field and its friends said.
+#[derive(Default)]
+struct Fields {
+    content_length: Option<u64>,
+    chunked: bool,
+    transfer_encoding: bool,
+    close: bool,
+    keep_alive: bool,
+    upgrade_token: bool,
+    upgrade_field: bool,
+    hosts: u32,
+    expect_continue: bool,
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// Split a list-valued field on commas, trimmed, skipping empty elements.
+pub fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Collect the framing and connection facts of a header list.
+fn read_fields(headers: &[httparse::Header], bad_status: u16) -> Result<Fields, Reject> {
+    let mut f = Fields::default();
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            for item in value_items(h.value) {
+                let n = parse_length(item).ok_or(reject(bad_status, "invalid Content-Length"))?;
+                if f.content_length.is_some_and(|m| m != n) {
+                    return Err(reject(bad_status, "differing Content-Length values"));
+                }
+                f.content_length = Some(n);
+            }
+            if value_items(h.value).next().is_none() {
+                return Err(reject(bad_status, "empty Content-Length"));
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            f.transfer_encoding = true;
+            for coding in list(h.value) {
+                if f.chunked {
+                    // chunked must be the final coding and appear once.
+                    return Err(reject(
+                        bad_status,
+                        "chunked is not the final transfer coding",
+                    ));
+                }
+                f.chunked = coding.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in list(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    f.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    f.keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    f.upgrade_token = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            f.upgrade_field = true;
+        } else if name.eq_ignore_ascii_case("host") {
+            f.hosts += 1;
+        } else if name.eq_ignore_ascii_case("expect") {
+            f.expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    Ok(f)
+}
+
+fn value_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim)
+}
+
+fn map_error(e: httparse::Error, status: u16) -> Reject {
+    match e {
+        httparse::Error::TooManyHeaders => reject(
+            if status == 400 { 431 } else { 502 },
+            "too many header fields",
+        ),
+        httparse::Error::Version => reject(status, "unsupported HTTP version"),
+        _ => reject(status, "malformed message head"),
+    }
+}
+
+/// Look for a complete request head at the start of `buf`.
+///
+/// `max_head` bounds the head (beyond it: 414 while the request line is not
+/// complete, 431 after), `max_headers` the number of fields (431).
+pub fn parse_request(buf: &[u8], max_head: usize, max_headers: usize) -> Parsed<RequestHead> {
+    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let mut req = httparse::Request::new(&mut slots[..max_headers.min(HEADER_SLOTS)]);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Complete(_)) | Ok(httparse::Status::Partial) => {
+            if buf.len() < max_head {
+                return Parsed::Partial;
+            }
+            let line_done = buf[..max_head].contains(&b'\n');
+            return Parsed::Invalid(if line_done {
+                reject(431, "request head too large")
+            } else {
+                reject(414, "request line too long")
+            });
+        }
+        Err(e) => return Parsed::Invalid(map_error(e, 400)),
+    };
+    let minor = req.version.unwrap_or(1);
+    let method = Method::from_bytes(req.method.unwrap_or(""));
+    let f = match read_fields(req.headers, 400) {
+        Ok(f) => f,
+        Err(r) => return Parsed::Invalid(r),
+    };
+    if f.transfer_encoding && f.content_length.is_some() {
+        return Parsed::Invalid(reject(400, "both Content-Length and Transfer-Encoding"));
+    }
+    if f.transfer_encoding && minor == 0 {
+        return Parsed::Invalid(reject(400, "Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    if f.transfer_encoding && !f.chunked {
+        return Parsed::Invalid(reject(400, "the final transfer coding is not chunked"));
+    }
+    if minor == 1 && f.hosts != 1 {
+        return Parsed::Invalid(reject(400, "HTTP/1.1 request without exactly one Host"));
+    }
+    let body = if f.chunked {
+        BodyKind::Chunked
+    } else {
+        match f.content_length {
+            Some(0) | None => BodyKind::None,
+            Some(n) => BodyKind::Length(n),
+        }
+    };
+    let keep_alive = if minor == 0 {
+        f.keep_alive && !f.close
+    } else {
+        !f.close
+    };
+    Parsed::Complete(RequestHead {
+        method,
+        minor,
+        head_len,
+        body,
+        keep_alive,
+        upgrade: f.upgrade_token && f.upgrade_field,
+        expect_continue: f.expect_continue && minor == 1,
+    })
+}
+
+/// Look for a complete response head at the start of `buf`, answering a
+/// request made with `method`.
+pub fn parse_response(buf: &[u8], method: Method, max_head: usize) -> Parsed<ResponseHead> {
+    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let mut res = httparse::Response::new(&mut slots);
+    let head_len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Complete(_)) | Ok(httparse::Status::Partial) => {
+            if buf.len() < max_head {
+                return Parsed::Partial;
+            }
+            return Parsed::Invalid(reject(502, "response head too large"));
+        }
+        Err(e) => return Parsed::Invalid(map_error(e, 502)),
+    };
+    let status = res.code.unwrap_or(0);
+    let minor = res.version.unwrap_or(1);
+    let f = match read_fields(res.headers, 502) {
+        Ok(f) => f,
+        Err(r) => return Parsed::Invalid(r),
+    };
+    if f.transfer_encoding && f.content_length.is_some() {
+        return Parsed::Invalid(reject(
+            502,
+            "response with both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if f.transfer_encoding && !f.chunked {
+        return Parsed::Invalid(reject(502, "response with an unknown Transfer-Encoding"));
+    }
+    let bodiless =
+        method == Method::Head || (100..200).contains(&status) || status == 204 || status == 304;
+    let body = if bodiless {
+        BodyKind::None
+    } else if f.chunked {
+        BodyKind::Chunked
+    } else {
+        match f.content_length {
+            Some(0) => BodyKind::None,
+            Some(n) => BodyKind::Length(n),
+            None => BodyKind::UntilClose,
+        }
+    };
+    let allows = if minor == 0 {
+        f.keep_alive && !f.close
+    } else {
+        !f.close
+    };
+    Parsed::Complete(ResponseHead {
+        status,
+        minor,
+        head_len,
+        body,
+        keep_alive: allows && body != BodyKind::UntilClose,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> Parsed<RequestHead> {
+        parse_request(s.as_bytes(), 16384, 100)
+    }
+
+    fn status_of(s: &str) -> u16 {
+        match req(s) {
+            Parsed::Invalid(r) => r.status,
+            other => panic!("expected a refusal for {s:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_get_is_complete_and_keeps_alive() {
+        let Parsed::Complete(h) = req("GET / HTTP/1.1\r\nHost: a\r\n\r\nrest") else {
+            panic!()
+        };
+        assert_eq!(h.head_len, "GET / HTTP/1.1\r\nHost: a\r\n\r\n".len());
+        assert_eq!(
+            (h.method, h.minor, h.body, h.keep_alive),
+            (Method::Get, 1, BodyKind::None, true)
+        );
+        assert_eq!(req("GET / HTTP/1.1\r\nHost: a\r\n"), Parsed::Partial);
+    }
+
+    #[test]
+    fn request_framing_is_judged_strictly() {
+        let cases = [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\0\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ];
+        for c in cases {
+            assert_eq!(status_of(c), 400, "{c:?}");
+        }
+        let Parsed::Complete(h) = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            h.body,
+            BodyKind::Length(5),
+            "identical values are one length"
+        );
+        let Parsed::Complete(h) =
+            req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(h.body, BodyKind::Chunked);
+    }
+
+    #[test]
+    fn limits_give_414_and_431() {
+        let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(200));
+        assert_eq!(
+            parse_request(long_line.as_bytes(), 100, 100),
+            Parsed::Invalid(reject(414, "request line too long"))
+        );
+        let big_head = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "b".repeat(200));
+        assert_eq!(
+            parse_request(big_head.as_bytes(), 100, 100).status(),
+            Some(431)
+        );
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: y\r\n".repeat(10));
+        assert_eq!(parse_request(many.as_bytes(), 16384, 5).status(), Some(431));
+    }
+
+    #[test]
+    fn http10_and_connection_close_are_honoured() {
+        let Parsed::Complete(h) = req("GET / HTTP/1.0\r\n\r\n") else {
+            panic!()
+        };
+        assert!(!h.keep_alive);
+        let Parsed::Complete(h) = req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n") else {
+            panic!()
+        };
+        assert!(h.keep_alive);
+        let Parsed::Complete(h) = req("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        else {
+            panic!()
+        };
+        assert!(!h.keep_alive);
+        let Parsed::Complete(h) =
+            req("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        else {
+            panic!()
+        };
+        assert!(h.upgrade);
+    }
+
+    fn res(s: &str, m: Method) -> Parsed<ResponseHead> {
+        parse_response(s.as_bytes(), m, 16384)
+    }
+
+    #[test]
+    fn response_framing() {
+        let Parsed::Complete(h) = res(
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            Method::Head,
+        ) else {
+            panic!()
+        };
+        assert_eq!(h.body, BodyKind::None, "HEAD answers carry no body");
+        for s in [
+            "HTTP/1.1 204 No\r\nContent-Length: 10\r\n\r\n",
+            "HTTP/1.1 304 NM\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let Parsed::Complete(h) = res(s, Method::Get) else {
+                panic!()
+            };
+            assert_eq!(h.body, BodyKind::None);
+        }
+        let Parsed::Complete(h) = res("HTTP/1.1 200 OK\r\n\r\n", Method::Get) else {
+            panic!()
+        };
+        assert_eq!((h.body, h.keep_alive), (BodyKind::UntilClose, false));
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+        ] {
+            assert_eq!(res(bad, Method::Get).status(), Some(502), "{bad:?}");
+        }
+    }
+
+    impl<T> Parsed<T> {
+        fn status(&self) -> Option<u16> {
+            match self {
+                Parsed::Invalid(r) => Some(r.status),
+                _ => None,
+            }
+        }
+    }
+}

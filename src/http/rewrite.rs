@@ -1,0 +1,348 @@
+//! Write the head ferry forwards: the received head minus hop-by-hop fields,
+//! plus the fields an intermediary adds (RFC 9110 §7.6).
+//!
+//! Removed from every forwarded message: `Connection` and every field it
+//! names (never `Content-Length`, `Transfer-Encoding` or `Host`, so a client
+//! cannot strip framing), `Keep-Alive`, `Proxy-Connection`, `TE` (kept as
+//! `TE: trailers` when it asked for trailers), `Trailer`, `Upgrade` (unless
+//! upgrading) and `Proxy-Authorization`. Added to requests:
+//! `X-Forwarded-For` (appended to any received), `X-Forwarded-Proto` and
+//! `Via: 1.1 ferry`; to responses: `Via` and the connection directive the
+//! client needs. The head is re-parsed from the bytes (it was validated
+//! already) and written into a caller's buffer without allocating.
+
+use super::head::{list, HEADER_SLOTS};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// Which fields ferry adds to forwarded requests (each can be turned off).
+#[derive(Clone, Copy, Debug)]
+pub struct AddFields {
+    pub x_forwarded_for: bool,
+    pub x_forwarded_proto: bool,
+    pub via: bool,
+}
+
+/// The token ferry uses in Via.
+const VIA: &str = "1.1 ferry";
+/// Fields named in Connection that are never removed for it.
+const PROTECTED: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+const MAX_NAMED: usize = 32;
+
+/// A bounded writer over a byte slice; remembers overflow instead of failing.
+struct Out<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+    overflow: bool,
+}
+
+impl Out<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if end > self.buf.len() {
+            self.overflow = true;
+            return;
+        }
+        self.buf[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+    }
+
+    fn field(&mut self, name: &str, value: &[u8]) {
+        self.put(name.as_bytes());
+        self.put(b": ");
+        self.put(value);
+        self.put(b"\r\n");
+    }
+
+    fn finish(self) -> Option<usize> {
+        (!self.overflow).then_some(self.len)
+    }
+}
+
+impl std::fmt::Write for Out<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.put(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The tokens of every Connection field (the fields they name are hop-by-hop).
+struct Named<'h> {
+    names: [&'h [u8]; MAX_NAMED],
+    count: usize,
+}
+
+impl<'h> Named<'h> {
+    fn collect(headers: &[httparse::Header<'h>]) -> Named<'h> {
+        let mut named = Named {
+            names: [&[]; MAX_NAMED],
+            count: 0,
+        };
+        for h in headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        {
+            for token in list(h.value) {
+                if named.count < MAX_NAMED {
+                    named.names[named.count] = token;
+                    named.count += 1;
+                }
+            }
+        }
+        named
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        !PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p))
+            && self.names[..self.count]
+                .iter()
+                .any(|n| name.as_bytes().eq_ignore_ascii_case(n))
+    }
+}
+
+/// Is `name` hop-by-hop, given whether this message upgrades the connection?
+fn hop_by_hop(name: &str, named: &Named, upgrading: bool) -> bool {
+    const ALWAYS: [&str; 6] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "proxy-authorization",
+    ];
+    if name.eq_ignore_ascii_case("upgrade") {
+        return !upgrading;
+    }
+    ALWAYS.iter().any(|h| name.eq_ignore_ascii_case(h)) || named.contains(name)
+}
+
+/// Facts about the request being forwarded.
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub client: IpAddr,
+    /// An HTTP/1.0 client: forward as HTTP/1.0 (so the backend never answers
+    /// chunked), asking to keep the backend connection alive.
+    pub http10: bool,
+    pub upgrading: bool,
+}
+
+/// Write the request head to forward. `head` is the validated head as
+/// received; returns the length written, or `None` if it does not fit.
+pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]) -> Option<usize> {
+    let Target {
+        client,
+        http10,
+        upgrading,
+    } = target;
+    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let mut req = httparse::Request::new(&mut slots);
+    req.parse(head).ok()?;
+    let named = Named::collect(req.headers);
+    let mut w = Out {
+        buf: out,
+        len: 0,
+        overflow: false,
+    };
+    let version = if http10 { "1.0" } else { "1.1" };
+    let _ = write!(w, "{} {} HTTP/{version}\r\n", req.method?, req.path?);
+    let mut xff: Option<&[u8]> = None;
+    let mut via: Option<&[u8]> = None;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("te") {
+            if list(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
+                w.field("TE", b"trailers");
+            }
+            continue;
+        }
+        if hop_by_hop(name, &named, upgrading) {
+            continue;
+        }
+        if add.x_forwarded_for && name.eq_ignore_ascii_case("x-forwarded-for") {
+            xff = Some(h.value);
+        } else if add.via && name.eq_ignore_ascii_case("via") {
+            via = Some(h.value);
+        } else if add.x_forwarded_proto && name.eq_ignore_ascii_case("x-forwarded-proto") {
+            // Replaced by ours: the client does not get to say how it came in.
+        } else {
+            w.field(name, h.value);
+        }
+    }
+    if add.x_forwarded_for {
+        w.put(b"X-Forwarded-For: ");
+        if let Some(prior) = xff {
+            w.put(prior);
+            w.put(b", ");
+        }
+        let _ = write!(w, "{client}\r\n");
+    }
+    if add.x_forwarded_proto {
+        w.put(b"X-Forwarded-Proto: http\r\n");
+    }
+    if add.via {
+        append_via(&mut w, via);
+    }
+    if upgrading {
+        w.put(b"Connection: upgrade\r\n");
+    } else if http10 {
+        w.put(b"Connection: keep-alive\r\n");
+    }
+    w.put(b"\r\n");
+    w.finish()
+}
+
+fn append_via(w: &mut Out, prior: Option<&[u8]>) {
+    w.put(b"Via: ");
+    if let Some(prior) = prior {
+        w.put(prior);
+        w.put(b", ");
+    }
+    w.put(VIA.as_bytes());
+    w.put(b"\r\n");
+}
+
+/// What the client must be told about its connection after this response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientConnection {
+    /// HTTP/1.1 keep-alive: say nothing.
+    KeepAlive,
+    /// An HTTP/1.0 client that asked for keep-alive: confirm it.
+    KeepAlive10,
+    Close,
+    Upgrade,
+}
+
+/// Write the response head to forward to the client.
+pub fn write_response(
+    head: &[u8],
+    conn: ClientConnection,
+    via: bool,
+    out: &mut [u8],
+) -> Option<usize> {
+    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let mut res = httparse::Response::new(&mut slots);
+    res.parse(head).ok()?;
+    let named = Named::collect(res.headers);
+    let upgrading = conn == ClientConnection::Upgrade;
+    let mut w = Out {
+        buf: out,
+        len: 0,
+        overflow: false,
+    };
+    let _ = write!(w, "HTTP/1.1 {} {}\r\n", res.code?, res.reason.unwrap_or(""));
+    let mut prior_via: Option<&[u8]> = None;
+    for h in res.headers.iter() {
+        if hop_by_hop(h.name, &named, upgrading) {
+            continue;
+        }
+        if via && h.name.eq_ignore_ascii_case("via") {
+            prior_via = Some(h.value);
+        } else {
+            w.field(h.name, h.value);
+        }
+    }
+    if via {
+        append_via(&mut w, prior_via);
+    }
+    match conn {
+        ClientConnection::KeepAlive => {}
+        ClientConnection::KeepAlive10 => w.put(b"Connection: keep-alive\r\n"),
+        ClientConnection::Close => w.put(b"Connection: close\r\n"),
+        ClientConnection::Upgrade => w.put(b"Connection: upgrade\r\n"),
+    }
+    w.put(b"\r\n");
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: AddFields = AddFields {
+        x_forwarded_for: true,
+        x_forwarded_proto: true,
+        via: true,
+    };
+
+    fn request(head: &str, upgrading: bool, add: AddFields) -> String {
+        let mut out = [0u8; 4096];
+        let target = Target {
+            client: "10.1.2.3".parse().unwrap(),
+            http10: head.contains("HTTP/1.0"),
+            upgrading,
+        };
+        let n = write_request(head.as_bytes(), target, add, &mut out).unwrap();
+        String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn hop_by_hop_fields_go_and_forwarding_fields_come() {
+        let out = request(
+            "GET /p?q HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret, Content-Length, Host\r\n\
+             X-Secret: s\r\nKeep-Alive: 5\r\nProxy-Connection: x\r\nTE: trailers, deflate\r\nTrailer: T\r\n\
+             Upgrade: h2c\r\nProxy-Authorization: Basic eA==\r\nX-Forwarded-For: 1.1.1.1\r\n\
+             X-Forwarded-Proto: https\r\nVia: 1.0 a\r\nContent-Length: 0\r\nAccept: */*\r\n\r\n",
+            false,
+            ALL,
+        );
+        assert_eq!(
+            out,
+            "GET /p?q HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nContent-Length: 0\r\nAccept: */*\r\n\
+             X-Forwarded-For: 1.1.1.1, 10.1.2.3\r\nX-Forwarded-Proto: http\r\nVia: 1.0 a, 1.1 ferry\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn added_fields_can_be_turned_off_and_upgrades_keep_upgrade() {
+        let none = AddFields {
+            x_forwarded_for: false,
+            x_forwarded_proto: false,
+            via: false,
+        };
+        let out = request(
+            "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            true,
+            none,
+        );
+        assert_eq!(
+            out,
+            "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn http10_requests_stay_http10_and_ask_for_keep_alive() {
+        let out = request(
+            "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            false,
+            ALL,
+        );
+        assert!(out.starts_with("GET / HTTP/1.0\r\n"), "{out}");
+        assert!(out.ends_with("Connection: keep-alive\r\n\r\n"), "{out}");
+    }
+
+    #[test]
+    fn response_gets_via_and_the_client_connection_directive() {
+        let mut out = [0u8; 1024];
+        let head = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 3\r\n\r\n";
+        let n = write_response(head, ClientConnection::Close, true, &mut out).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out[..n]).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nVia: 1.1 ferry\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn overflow_is_reported_not_truncated() {
+        let mut out = [0u8; 20];
+        let target = Target {
+            client: [127, 0, 0, 1].into(),
+            http10: false,
+            upgrading: false,
+        };
+        assert_eq!(
+            write_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", target, ALL, &mut out),
+            None
+        );
+    }
+}

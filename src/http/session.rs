@@ -1,0 +1,488 @@
+//! The HTTP/1.1 session: one request/response exchange at a time over a
+//! pair, on the same relay, buffers and pipes as TCP mode.
+//!
+//! ```text
+//! Waiting --head parsed, rewritten--> (Connect: pooled or new backend)
+//!   Connecting --connected--> Relaying --response complete--> Waiting (keep-alive)
+//!                                  \--client or backend says close--> Closing
+//! any bad input --> ferry's answer --> Closing --flushed, FIN, client EOF/linger--> closed
+//! ```
+//!
+//! The session never touches sockets itself except to shut the client's
+//! write side when closing; it reads the flows' state after the relay has
+//! moved what it could, sets framing and prefixes, and tells the worker what
+//! it needs ([`Action`]): a backend, a backend released (to the pool or
+//! closed), or the pair closed. Request framing is judged in `head.rs`; a
+//! request that fails on a reused pooled connection before any response byte
+//! is sent again once on a fresh connection if it is idempotent and has no
+//! body; nothing is retried after a response byte reached the client.
+
+use super::answer::answer;
+use super::chunked::ChunkScanner;
+use super::head::{parse_request, parse_response, BodyKind, Method, Parsed, ResponseHead};
+use super::rewrite::{write_request, write_response, ClientConnection, Target};
+use crate::config::HttpConfig;
+use crate::conn::Conn;
+use crate::net::sys;
+use crate::pair::{CloseReason, Pair, Phase};
+use crate::relay::{FlowState, Framing, Pools, PrefixError};
+use crate::stats::Counters;
+use crate::token::Side;
+use std::os::fd::AsRawFd;
+
+/// The state of the exchange in progress.
+#[derive(Clone, Copy, Debug)]
+pub struct Exchange {
+    pub method: Method,
+    pub client_minor: u8,
+    /// The client's connection may carry another request after this one.
+    pub client_keep_alive: bool,
+    pub upgrade: bool,
+    pub has_body: bool,
+    /// Backends (by index in the listener's set) tried for this request.
+    pub tried: u64,
+    /// Sent again once already (a stale pooled connection).
+    pub retried: bool,
+    /// Only a freshly opened connection may carry the request now.
+    pub fresh_only: bool,
+    /// A response head arrived: nothing may be retried any more.
+    pub response_started: bool,
+    /// The backend allows its connection to be reused after this response.
+    pub backend_reusable: bool,
+    /// After a 101: both directions are a byte tunnel.
+    pub tunnel: bool,
+    /// The first byte of a request head arrived (the header timer runs).
+    pub head_started: bool,
+    /// Closing: the client's write side was shut.
+    pub shut_sent: bool,
+    /// The last connect attempt timed out (504 rather than 502 if all fail).
+    pub timed_out: bool,
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange {
+            method: Method::Get,
+            client_minor: 1,
+            client_keep_alive: true,
+            upgrade: false,
+            has_body: false,
+            tried: 0,
+            retried: false,
+            fresh_only: false,
+            response_started: false,
+            backend_reusable: false,
+            tunnel: false,
+            head_started: false,
+            shut_sent: false,
+            timed_out: false,
+        }
+    }
+}
+
+/// What the worker must do for the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing until the next event or timer.
+    Wait,
+    /// The session changed state: relay and advance again.
+    Again,
+    /// Attach a backend connection (pooled or new) for the request.
+    Connect,
+    /// Close the backend connection and send the request again on a fresh one.
+    Retry,
+    /// The connect failed or timed out: close it, mark the backend down, try the next.
+    ConnectFailed,
+    /// Detach the backend connection: back to the pool if `reuse`, else closed.
+    Release {
+        reuse: bool,
+    },
+    Close(CloseReason),
+}
+
+/// Durations in timer ticks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ticks {
+    pub header: u64,
+    pub keepalive: u64,
+    pub backend: u64,
+    pub idle: u64,
+    pub linger: u64,
+}
+
+/// What the session may use of its worker.
+pub struct Ctx<'a> {
+    pub pools: &'a mut Pools,
+    pub counters: &'a mut Counters,
+    pub cfg: &'a HttpConfig,
+    pub ticks: Ticks,
+    pub tick: u64,
+}
+
+/// A new client connection: wait for its first request head.
+pub fn begin(pair: &mut Pair, ctx: &mut Ctx) {
+    pair.phase = Phase::Waiting;
+    let _ = pair.to_backend.set_framing(Framing::Head, ctx.pools);
+    let _ = pair.to_client.set_framing(Framing::Complete, ctx.pools);
+    pair.deadline = ctx.tick + ctx.ticks.header;
+}
+
+/// Look at what the relay left and move the exchange on.
+pub fn advance(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
+    match pair.phase {
+        Phase::Waiting => read_request(pair, ctx),
+        Phase::Connecting => Action::Wait,
+        Phase::Relaying => progress(pair, conn, ctx),
+        Phase::Closing => closing(pair, ctx),
+    }
+}
+
+/// The backend connect completed (or a pooled connection was attached).
+pub fn connected(pair: &mut Pair, ctx: &mut Ctx) {
+    pair.phase = Phase::Relaying;
+    pair.deadline = ctx.tick + ctx.ticks.backend;
+}
+
+/// The relay saw a socket fail.
+pub fn on_error(
+    pair: &mut Pair,
+    conn: Option<&mut Conn>,
+    reason: CloseReason,
+    ctx: &mut Ctx,
+) -> Action {
+    match reason {
+        CloseReason::Error(Side::Backend, _)
+            if !pair.exchange.response_started && pair.phase == Phase::Relaying =>
+        {
+            backend_failed(pair, conn, ctx)
+        }
+        CloseReason::Invalid(Side::Client, _) => answer_with(pair, 400, ctx),
+        other => Action::Close(other),
+    }
+}
+
+/// The pair's timer fired.
+pub fn on_timeout(pair: &mut Pair, ctx: &mut Ctx) -> Action {
+    match pair.phase {
+        Phase::Waiting if pair.to_backend.leftover() > 0 => answer_with(pair, 408, ctx),
+        Phase::Waiting => Action::Close(CloseReason::Done),
+        Phase::Connecting => {
+            ctx.counters.backend_connect_timeouts += 1;
+            pair.exchange.timed_out = true;
+            Action::ConnectFailed
+        }
+        Phase::Relaying if !pair.exchange.response_started && !pair.exchange.tunnel => {
+            pair.exchange.timed_out = true;
+            answer_with(pair, 504, ctx)
+        }
+        Phase::Relaying => {
+            let idle_until = pair.last_active + ctx.ticks.idle;
+            if ctx.tick >= idle_until {
+                Action::Close(CloseReason::IdleTimeout)
+            } else {
+                pair.deadline = idle_until;
+                Action::Wait
+            }
+        }
+        Phase::Closing => Action::Close(CloseReason::Done),
+    }
+}
+
+/// No backend could take the request: every one is down (503), or each
+/// that was tried failed (502) or timed out (504).
+pub fn no_backend(pair: &mut Pair, all_down: bool, ctx: &mut Ctx) -> Action {
+    let status = if all_down {
+        503
+    } else if pair.exchange.timed_out {
+        504
+    } else {
+        502
+    };
+    answer_with(pair, status, ctx)
+}
+
+fn read_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
+    let client_open = pair.to_backend.state == FlowState::Open;
+    let bytes = pair.to_backend.unscanned(ctx.pools);
+    if bytes.is_empty() {
+        // A client that closes between requests is simply done.
+        return if client_open {
+            Action::Wait
+        } else {
+            Action::Close(CloseReason::Done)
+        };
+    }
+    if !pair.exchange.head_started {
+        pair.exchange.head_started = true;
+        pair.deadline = ctx.tick + ctx.ticks.header;
+    }
+    let head = match parse_request(bytes, ctx.cfg.max_header_size, ctx.cfg.max_headers) {
+        Parsed::Partial if client_open => return Action::Wait,
+        Parsed::Partial => return Action::Close(CloseReason::Done),
+        Parsed::Invalid(reject) => return answer_with(pair, reject.status, ctx),
+        Parsed::Complete(head) => head,
+    };
+    if head.method == Method::Connect {
+        // A reverse proxy does not open tunnels (that is forward mode's job).
+        return answer_with(pair, 400, ctx);
+    }
+    let (ip, add) = (pair.client_ip, ctx.cfg.add);
+    let target = Target {
+        client: ip,
+        http10: head.minor == 0,
+        upgrading: head.upgrade,
+    };
+    let rewritten = pair
+        .to_backend
+        .rewrite_head(ctx.pools, head.head_len, |received, out| {
+            write_request(received, target, add, out)
+        });
+    match rewritten {
+        Ok(()) => {}
+        Err(PrefixError::TooLarge) => return answer_with(pair, 431, ctx),
+        Err(PrefixError::NoBuffer) => return answer_with(pair, 503, ctx),
+    }
+    let framing = match head.body {
+        BodyKind::None | BodyKind::UntilClose => Framing::Complete,
+        BodyKind::Length(n) => Framing::Length(n),
+        BodyKind::Chunked => Framing::Chunked(ChunkScanner::default()),
+    };
+    if pair.to_backend.set_framing(framing, ctx.pools).is_err() {
+        return answer_with(pair, 400, ctx);
+    }
+    let _ = pair.to_client.set_framing(Framing::Head, ctx.pools);
+    pair.exchange = Exchange {
+        method: head.method,
+        client_minor: head.minor,
+        client_keep_alive: head.keep_alive,
+        upgrade: head.upgrade,
+        has_body: head.body != BodyKind::None,
+        head_started: true,
+        ..Exchange::default()
+    };
+    ctx.counters.http_requests += 1;
+    Action::Connect
+}
+
+fn progress(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
+    if pair.exchange.tunnel {
+        return match (pair.to_backend.state, pair.to_client.state) {
+            (FlowState::Shut, FlowState::Shut) => Action::Close(CloseReason::Done),
+            _ => Action::Wait,
+        };
+    }
+    let request_done = pair.to_backend.framing() == Framing::Complete;
+    if pair.to_backend.state != FlowState::Open && !request_done {
+        // The client went away in the middle of its request.
+        return Action::Close(CloseReason::Error(Side::Client, libc::ECONNRESET));
+    }
+    let backend_open = pair.to_client.state == FlowState::Open;
+    match pair.to_client.framing() {
+        Framing::Head => {
+            if pair.to_client.pending() > 0 {
+                return Action::Wait; // an interim response is still going out
+            }
+            let bytes = pair.to_client.unscanned(ctx.pools);
+            match parse_response(bytes, pair.exchange.method, ctx.pools.buffers.buffer_size()) {
+                Parsed::Partial if bytes.is_empty() && !backend_open => {
+                    backend_failed(pair, conn, ctx)
+                }
+                Parsed::Partial if backend_open => Action::Wait,
+                Parsed::Partial => answer_with(pair, 502, ctx),
+                Parsed::Invalid(_) => answer_with(pair, 502, ctx),
+                Parsed::Complete(head) => start_response(pair, head, ctx),
+            }
+        }
+        Framing::Stream if pair.to_client.state == FlowState::Shut => {
+            Action::Close(CloseReason::Done)
+        }
+        Framing::Stream => Action::Wait,
+        Framing::Complete
+            if pair.to_client.pending() == 0 && request_done && pair.to_backend.pending() == 0 =>
+        {
+            finish(pair, conn, ctx)
+        }
+        Framing::Complete => Action::Wait,
+        // The backend ended before its message did: the client must not
+        // take a truncated body for a whole one.
+        _ if !backend_open => Action::Close(CloseReason::Error(Side::Backend, libc::ECONNRESET)),
+        _ => Action::Wait,
+    }
+}
+
+fn count_status(c: &mut Counters, status: u16) {
+    match status / 100 {
+        1 => c.http_responses_1xx += 1,
+        2 => c.http_responses_2xx += 1,
+        3 => c.http_responses_3xx += 1,
+        4 => c.http_responses_4xx += 1,
+        _ => c.http_responses_5xx += 1,
+    }
+}
+
+fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action {
+    let ex = &mut pair.exchange;
+    ex.response_started = true;
+    count_status(ctx.counters, head.status);
+    let via = ctx.cfg.add.via;
+    if (100..200).contains(&head.status) && head.status != 101 {
+        // Interim (100 Continue and friends): forward it, then await the final head.
+        return match pair
+            .to_client
+            .rewrite_head(ctx.pools, head.head_len, |received, out| {
+                write_response(received, ClientConnection::KeepAlive, via, out)
+            }) {
+            Ok(()) => Action::Again,
+            Err(_) => answer_with(pair, 502, ctx),
+        };
+    }
+    if head.status == 101 {
+        if !ex.upgrade {
+            return answer_with(pair, 502, ctx);
+        }
+        if pair
+            .to_client
+            .rewrite_head(ctx.pools, head.head_len, |received, out| {
+                write_response(received, ClientConnection::Upgrade, via, out)
+            })
+            .is_err()
+        {
+            return answer_with(pair, 502, ctx);
+        }
+        ex.tunnel = true;
+        ex.backend_reusable = false;
+        let _ = pair.to_backend.set_framing(Framing::Stream, ctx.pools);
+        let _ = pair.to_client.set_framing(Framing::Stream, ctx.pools);
+        pair.deadline = ctx.tick + ctx.ticks.idle;
+        return Action::Again;
+    }
+    let close = !ex.client_keep_alive
+        || head.body == BodyKind::UntilClose
+        || pair.to_backend.state != FlowState::Open;
+    ex.client_keep_alive = !close;
+    ex.backend_reusable = head.keep_alive;
+    let directive = if close {
+        ClientConnection::Close
+    } else if ex.client_minor == 0 {
+        ClientConnection::KeepAlive10
+    } else {
+        ClientConnection::KeepAlive
+    };
+    if pair
+        .to_client
+        .rewrite_head(ctx.pools, head.head_len, |received, out| {
+            write_response(received, directive, via, out)
+        })
+        .is_err()
+    {
+        return answer_with(pair, 502, ctx);
+    }
+    let framing = match head.body {
+        BodyKind::None => Framing::Complete,
+        BodyKind::Length(n) => Framing::Length(n),
+        BodyKind::Chunked => Framing::Chunked(ChunkScanner::default()),
+        BodyKind::UntilClose => Framing::Stream,
+    };
+    if pair.to_client.set_framing(framing, ctx.pools).is_err() {
+        return answer_with(pair, 502, ctx);
+    }
+    pair.deadline = ctx.tick + ctx.ticks.idle;
+    Action::Again
+}
+
+/// The backend closed or reset before sending any response byte.
+fn backend_failed(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
+    let ex = &mut pair.exchange;
+    let stale = conn.is_some_and(|c| c.reused);
+    if stale
+        && !ex.response_started
+        && !ex.retried
+        && !ex.has_body
+        && ex.method.is_idempotent()
+        && pair.to_backend.rewind_prefix()
+    {
+        ex.retried = true;
+        ex.fresh_only = true;
+        // A stale connection is not the backend's fault: it may be chosen again.
+        ex.tried = 0;
+        ctx.counters.backend_retries += 1;
+        pair.to_client.release(ctx.pools);
+        let _ = pair.to_client.set_framing(Framing::Head, ctx.pools);
+        pair.to_client.state = FlowState::Open;
+        return Action::Retry;
+    }
+    answer_with(pair, 502, ctx)
+}
+
+/// Both messages are complete: keep the client for the next request, or close.
+fn finish(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
+    let ex = pair.exchange;
+    let reuse = ex.backend_reusable
+        && pair.to_client.leftover() == 0
+        && pair.to_client.state == FlowState::Open
+        && conn.is_some_and(|c| c.requests + 1 < ctx.cfg.pool_max_requests);
+    pair.to_backend.drop_prefix(ctx.pools);
+    pair.to_client.release(ctx.pools);
+    pair.to_client.state = FlowState::Open;
+    if ex.client_keep_alive && pair.to_backend.state == FlowState::Open {
+        pair.phase = Phase::Waiting;
+        pair.exchange = Exchange::default();
+        let _ = pair.to_backend.set_framing(Framing::Head, ctx.pools);
+        let _ = pair.to_client.set_framing(Framing::Complete, ctx.pools);
+        pair.deadline = ctx.tick + ctx.ticks.keepalive;
+    } else {
+        start_closing(pair, ctx);
+    }
+    Action::Release { reuse }
+}
+
+fn start_closing(pair: &mut Pair, ctx: &mut Ctx) {
+    pair.phase = Phase::Closing;
+    pair.exchange.shut_sent = false;
+    pair.exchange.client_keep_alive = false;
+    let _ = pair.to_backend.set_framing(Framing::Discard, ctx.pools);
+    let _ = pair.to_client.set_framing(Framing::Complete, ctx.pools);
+    pair.deadline = ctx.tick + ctx.ticks.linger;
+}
+
+/// Send ferry's own answer and close after it.
+fn answer_with(pair: &mut Pair, status: u16, ctx: &mut Ctx) -> Action {
+    if pair.exchange.response_started && pair.to_client.framing() != Framing::Head {
+        // Part of a response already reached the client: only a close is honest.
+        return Action::Close(CloseReason::Error(Side::Backend, libc::EPROTO));
+    }
+    ctx.counters.http_answers += 1;
+    count_status(ctx.counters, status);
+    pair.to_client.release(ctx.pools);
+    pair.to_backend.release(ctx.pools);
+    let bytes = answer(status);
+    let set = pair.to_client.set_prefix(ctx.pools, |out| {
+        let n = bytes.len().min(out.len());
+        out[..n].copy_from_slice(&bytes[..n]);
+        Some(n)
+    });
+    if set.is_err() {
+        return Action::Close(CloseReason::Error(Side::Client, libc::ENOBUFS));
+    }
+    start_closing(pair, ctx);
+    if pair.backend.is_some() {
+        Action::Release { reuse: false }
+    } else {
+        Action::Again
+    }
+}
+
+fn closing(pair: &mut Pair, ctx: &mut Ctx) -> Action {
+    if pair.to_client.pending() > 0 {
+        return Action::Wait;
+    }
+    if !pair.exchange.shut_sent {
+        pair.exchange.shut_sent = true;
+        let _ = sys::shutdown_write(pair.client.as_raw_fd());
+        let _ = ctx;
+    }
+    if pair.to_backend.state != FlowState::Open {
+        return Action::Close(CloseReason::Done);
+    }
+    Action::Wait
+}

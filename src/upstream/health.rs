@@ -1,0 +1,117 @@
+//! Active health checks, on a thread of their own (never on a worker's loop).
+//!
+//! Every interval the checker probes each backend: a TCP connect, or for
+//! `http:/PATH` a `GET PATH` whose status must be 2xx or 3xx. `fall`
+//! failures in a row take an up backend down; `rise` passes in a row bring a
+//! down backend back, whether the checker or a worker's failed connect took
+//! it down.
+
+use super::BackendState;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a check does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Tcp,
+    /// `GET` this path; 2xx or 3xx passes.
+    Http(String),
+}
+
+impl std::str::FromStr for Probe {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "tcp" {
+            return Ok(Probe::Tcp);
+        }
+        match s.strip_prefix("http:") {
+            Some(path)
+                if path.starts_with('/') && !path.bytes().any(|b| b <= b' ' || b == 0x7f) =>
+            {
+                Ok(Probe::Http(path.to_string()))
+            }
+            _ => Err(format!("'{s}' is not tcp or http:/PATH")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HealthConfig {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+/// Probe `backend` once, waiting at most `timeout` for each step.
+pub fn check(backend: &BackendState, probe: &Probe, timeout: Duration) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&backend.addr, timeout) else {
+        return false;
+    };
+    let Probe::Http(path) = probe else {
+        return true;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: ferry-health\r\n\r\n",
+        backend.addr
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    let mut got = 0;
+    while got < 12 {
+        match stream.read(&mut head[got..]) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got += n,
+        }
+    }
+    head.starts_with(b"HTTP/1.") && matches!(head[9], b'2' | b'3')
+}
+
+/// Run checks forever on the calling thread.
+pub fn run(backends: Vec<Arc<BackendState>>, config: HealthConfig) {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Per backend: passes in a row, failures in a row, marks-down seen.
+    let mut streaks: Vec<(u32, u32, u64)> = vec![(0, 0, 0); backends.len()];
+    let timeout = config.interval.min(Duration::from_secs(2));
+    loop {
+        for (backend, (passes, fails, seen)) in backends.iter().zip(streaks.iter_mut()) {
+            let marks = backend.marked_down.load(Relaxed);
+            if marks != *seen {
+                // Taken down since the last check (perhaps by a worker): rise afresh.
+                *seen = marks;
+                *passes = 0;
+            }
+            if check(backend, &config.probe, timeout) {
+                backend.checks_passed.fetch_add(1, Relaxed);
+                *fails = 0;
+                *passes += 1;
+                if !backend.is_up() && *passes >= config.rise {
+                    backend.mark_up();
+                    eprintln!(
+                        "ferry: backend {} is up ({} checks passed)",
+                        backend.addr, passes
+                    );
+                }
+            } else {
+                backend.checks_failed.fetch_add(1, Relaxed);
+                *passes = 0;
+                *fails += 1;
+                if backend.is_up() && *fails >= config.fall {
+                    backend.mark_down();
+                    *seen = backend.marked_down.load(Relaxed);
+                    eprintln!(
+                        "ferry: backend {} is down ({} checks failed)",
+                        backend.addr, fails
+                    );
+                }
+            }
+        }
+        std::thread::sleep(config.interval);
+    }
+}
