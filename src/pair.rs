@@ -166,6 +166,12 @@ pub fn check_connect(pair: &mut Pair, conn: &mut Conn) -> Outcome {
     if !conn.ready.has(Ready::WRITE | Ready::ERROR) {
         return Outcome::Idle;
     }
+    if !conn.ready.has(Ready::ERROR) {
+        // On Linux a connecting socket reports writable only once the
+        // handshake completed; a failure always comes with EPOLLERR.
+        pair.phase = Phase::Relaying;
+        return Outcome::Connected;
+    }
     match net::check_connect(&conn.stream) {
         ConnectCheck::Connected => {
             pair.phase = Phase::Relaying;

@@ -4,9 +4,12 @@
 //! A [`Flow`] is driven one syscall at a time by [`Flow::step`], which the
 //! pair alternates between its two directions. Rules it keeps:
 //!
-//! * Flush before fill: bytes already carried are written before anything new
-//!   is read, so a full carrier stops reading its source (backpressure) and a
-//!   flow never holds bytes in its buffer and its pipe at once (order).
+//! * Flush first, then read ahead: bytes already carried are written when the
+//!   destination takes them; while it does not, the source is read into the
+//!   carrier's free room (the tail of the buffer, or the pipe after the bytes
+//!   already in it), so the source keeps streaming. A full carrier stops
+//!   reading its source (backpressure). A flow switches between buffer and
+//!   pipe only when both are empty, so the order of bytes is kept.
 //! * Edge-triggered readiness ([`Ready`]) is cleared only when the kernel
 //!   says so: on `EAGAIN`, or on a short read or write, which on Linux means
 //!   the socket was drained or its send buffer filled (a new edge follows any
@@ -180,13 +183,6 @@ impl Default for Flow {
 
 fn elapsed_ns(since: Instant) -> u64 {
     since.elapsed().as_nanos() as u64
-}
-
-#[derive(Clone, Copy)]
-enum Source {
-    Prefix,
-    Buffer,
-    Pipe,
 }
 
 /// Why a prefix could not be set.
@@ -373,15 +369,15 @@ impl Flow {
         pools: &mut Pools,
         tally: &mut Tally,
     ) -> Step {
-        if self.pending() > 0 {
-            if !dst_ready.has(Ready::WRITE) {
-                return Step::Blocked;
-            }
+        let pending = self.pending();
+        if pending > 0 && dst_ready.has(Ready::WRITE) {
             return self.flush(dst, dst_ready, pools, tally);
         }
+        // The destination takes nothing now (or nothing is due): read ahead
+        // while the carrier has room, so the source keeps streaming.
         match self.state {
             FlowState::Shut => Step::Blocked,
-            FlowState::Draining if self.framing == Framing::Stream => {
+            FlowState::Draining if pending == 0 && self.framing == Framing::Stream => {
                 // A failed shutdown means the destination is gone; the next
                 // write or read on it reports that, so it is not an error here.
                 let _ = sys::shutdown_write(dst);
@@ -407,37 +403,44 @@ impl Flow {
         tally: &mut Tally,
     ) -> Step {
         let t0 = Instant::now();
-        let (io, want, source) = if self.prefix_end > self.prefix_start {
+        let prefix_len = (self.prefix_end - self.prefix_start) as usize;
+        let body_len = (self.scanned - self.start) as usize;
+        let (io, want, spliced) = if prefix_len > 0 {
             let id = self.prefix.expect("prefix bytes imply a prefix buffer");
-            let data = &pools.buffers.get(id)[self.prefix_start as usize..self.prefix_end as usize];
-            (sys::write(dst, data), data.len(), Source::Prefix)
-        } else if self.scanned > self.start {
+            let head = &pools.buffers.get(id)[self.prefix_start as usize..self.prefix_end as usize];
+            match self.buf {
+                // The head and the body bytes read with it leave together.
+                Some(body) if body_len > 0 => {
+                    let data = &pools.buffers.get(body)[self.start as usize..self.scanned as usize];
+                    (sys::write2(dst, head, data), prefix_len + body_len, false)
+                }
+                _ => (sys::write(dst, head), prefix_len, false),
+            }
+        } else if body_len > 0 {
             let id = self.buf.expect("bytes in the buffer imply a buffer");
             let data = &pools.buffers.get(id)[self.start as usize..self.scanned as usize];
-            (sys::write(dst, data), data.len(), Source::Buffer)
+            (sys::write(dst, data), body_len, false)
         } else {
             let pipe = self.pipe.expect("bytes in the pipe imply a pipe");
             let (read_end, _, _) = pools.pipes.ends(pipe);
             (
                 sys::splice(read_end, dst, self.in_pipe as usize),
                 self.in_pipe as usize,
-                Source::Pipe,
+                true,
             )
         };
         *tally.write_ns += elapsed_ns(t0);
         match io {
             Io::Done(n) => {
                 debug_assert!(n <= want);
-                match source {
-                    Source::Prefix => self.prefix_start += n as u32,
-                    Source::Buffer => {
-                        self.start += n as u32;
-                        self.compact_if_empty();
-                    }
-                    Source::Pipe => {
-                        self.in_pipe -= n as u32;
-                        *tally.spliced += n as u64;
-                    }
+                if spliced {
+                    self.in_pipe -= n as u32;
+                    *tally.spliced += n as u64;
+                } else {
+                    let from_prefix = n.min(prefix_len);
+                    self.prefix_start += from_prefix as u32;
+                    self.start += (n - from_prefix) as u32;
+                    self.compact_if_empty();
                 }
                 *tally.bytes += n as u64;
                 if n < want {
@@ -453,6 +456,14 @@ impl Flow {
                 errno,
                 at_src: false,
             },
+        }
+    }
+
+    /// How many more bytes of the current message a pipe may take.
+    fn pipe_limit(&self) -> u64 {
+        match self.framing {
+            Framing::Length(left) => left,
+            _ => u64::MAX,
         }
     }
 
@@ -482,7 +493,11 @@ impl Flow {
         pools: &mut Pools,
         tally: &mut Tally,
     ) -> Step {
-        debug_assert_eq!(self.pending(), 0, "fill only when nothing is cleared to go");
+        if self.in_pipe > 0 {
+            // Bytes go on into the pipe after those already in it (order kept).
+            let pipe = self.pipe.expect("bytes in the pipe imply a pipe");
+            return self.fill_pipe(pipe, self.pipe_limit(), src, src_ready, pools, tally);
+        }
         if let Some(limit) = self.splice_len(pools.splice) {
             if self.pipe.is_none() {
                 self.pipe = pools.pipes.take();
@@ -499,10 +514,11 @@ impl Flow {
             return Step::Blocked;
         };
         let capacity = pools.buffers.buffer_size();
-        let mut room = capacity - self.end as usize;
-        if let Framing::Length(left) = self.framing {
-            room = room.min(left.min(usize::MAX as u64) as usize);
-        }
+        // Reads are not cut at the message's end: bytes past it stay in the
+        // buffer as the next message's start (pipelining), or mark a backend
+        // that sent more than it announced. Cutting would also leave READ set
+        // after almost every message, for lack of a short read.
+        let room = capacity - self.end as usize;
         if room == 0 {
             // A head that fills the buffer: the session answers it.
             return Step::Blocked;
@@ -555,8 +571,12 @@ impl Flow {
         tally: &mut Tally,
     ) -> Step {
         let (_, write_end, capacity) = pools.pipes.ends(pipe);
+        let room = capacity.saturating_sub(self.in_pipe as usize);
+        if room == 0 || limit == 0 {
+            return Step::Blocked;
+        }
         let t0 = Instant::now();
-        let io = sys::splice(src, write_end, (capacity as u64).min(limit) as usize);
+        let io = sys::splice(src, write_end, (room as u64).min(limit) as usize);
         *tally.read_ns += elapsed_ns(t0);
         match io {
             Io::Done(0) => {
@@ -564,7 +584,7 @@ impl Flow {
                 Step::Worked(0)
             }
             Io::Done(n) => {
-                self.in_pipe = n as u32;
+                self.in_pipe += n as u32;
                 if let Framing::Length(left) = &mut self.framing {
                     *left -= n as u64;
                     if *left == 0 {
@@ -573,7 +593,10 @@ impl Flow {
                 }
                 Step::Worked(0)
             }
-            // The pipe is empty here, so EAGAIN means the socket is drained.
+            // With bytes in the pipe EAGAIN may mean "pipe full": keep READ
+            // and try again once the pipe drains. An empty pipe means the
+            // socket is drained.
+            Io::WouldBlock if self.in_pipe > 0 => Step::Blocked,
             Io::WouldBlock => {
                 src_ready.clear(Ready::READ);
                 Step::Worked(0)

@@ -75,7 +75,8 @@ define_counters! {
     bytes_spliced_backend_to_client: Counter, "of those, bytes moved by splice";
     idle_timeouts: Counter, "pairs closed by --idle-timeout";
     pairs_stalled: Counter, "pairs closed for making no progress";
-    errors: Counter, "connections ended by a socket error";
+    errors: Counter, "connections ended by a backend socket error or bad framing";
+    client_aborts: Counter, "connections ended by the client resetting or vanishing";
     accept_errors: Counter, "accept() failures, such as EMFILE";
     http_requests: Counter, "HTTP requests received";
     http_responses_1xx: Counter, "HTTP responses sent, 1xx";

@@ -82,7 +82,10 @@ impl TimerWheel {
 
     /// The tick `now` falls in.
     pub fn tick_of(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.start).as_millis() / TICK.as_millis()) as u64
+        // u64 arithmetic only: this runs on every loop pass.
+        const TICK_MS: u64 = TICK.as_millis() as u64;
+        let since = now.saturating_duration_since(self.start);
+        since.as_secs() * (1000 / TICK_MS) + since.subsec_millis() as u64 / TICK_MS
     }
 
     /// The tick that is `after` past `now`, rounded up.
@@ -177,12 +180,31 @@ impl TimerWheel {
         if self.armed_count == 0 {
             return None;
         }
-        let ahead = (1..=SLOTS as u64).find(|d| {
-            let bucket = ((self.current + d) % SLOTS as u64) as usize;
-            self.occupied[bucket / 64] & (1 << (bucket % 64)) != 0
-        })?;
+        let ahead = self.next_occupied()?;
         let at = self.start + TICK * (self.current + ahead) as u32;
         Some(at.saturating_duration_since(now))
+    }
+
+    /// Ticks from `current` to the next non-empty bucket (1..=SLOTS), found a
+    /// bitmap word at a time.
+    fn next_occupied(&self) -> Option<u64> {
+        let first = ((self.current + 1) % SLOTS as u64) as usize;
+        let words = self.occupied.len();
+        for step in 0..=words {
+            let w = (first / 64 + step) % words;
+            let mut bits = self.occupied[w];
+            if step == 0 {
+                bits &= !0u64 << (first % 64);
+            } else if step == words {
+                bits &= !(!0u64 << (first % 64));
+            }
+            if bits != 0 {
+                let bucket = w * 64 + bits.trailing_zeros() as usize;
+                let ahead = (bucket + SLOTS - first) % SLOTS + 1;
+                return Some(ahead as u64);
+            }
+        }
+        None
     }
 
     pub fn armed(&self) -> usize {
@@ -240,12 +262,30 @@ mod tests {
         wheel.arm(&mut items[..], 0, 40);
         wheel.arm(&mut items[..], 1, 40);
         assert_eq!(wheel.armed(), 2);
-        let sleep = wheel.next_timeout(t0).unwrap();
-        assert_eq!(sleep, TICK * 40);
+        assert_eq!(wheel.next_timeout(t0), Some(TICK * 40));
         let mut due = Vec::new();
         wheel.expire(&mut items[..], t0 + TICK * 39, &mut due);
         assert!(due.is_empty());
         wheel.expire(&mut items[..], t0 + TICK * 41, &mut due);
         assert_eq!(due.len(), 2);
+    }
+
+    #[test]
+    fn next_timeout_wraps_around_the_wheel() {
+        let t0 = Instant::now();
+        let mut wheel = TimerWheel::new(t0);
+        let mut items = vec![Item::default(); 2];
+        let mut due = Vec::new();
+        wheel.expire(&mut items[..], t0 + TICK * 2000, &mut due);
+        // Bucket 2100 % 2048 = 52 lies behind the cursor's word.
+        wheel.arm(&mut items[..], 0, 2100);
+        assert_eq!(wheel.next_timeout(t0 + TICK * 2000), Some(TICK * 100));
+        wheel.arm(&mut items[..], 1, 2001);
+        assert_eq!(wheel.next_timeout(t0 + TICK * 2000), Some(TICK));
+        wheel.cancel(&mut items[..], 1);
+        // A timer a whole round ahead sits in the bucket just behind the cursor.
+        wheel.arm(&mut items[..], 1, 2000 + 2048);
+        wheel.cancel(&mut items[..], 0);
+        assert_eq!(wheel.next_timeout(t0 + TICK * 2000), Some(TICK * 2048));
     }
 }

@@ -33,6 +33,7 @@ use mio::{Events, Interest, Poll};
 use slab::Slab;
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +69,8 @@ pub struct Listener {
     /// The kernel may have connections queued for us.
     pub ready: bool,
     cursor: usize,
+    /// The HTTP timeouts in wheel ticks, computed once.
+    ticks: Ticks,
 }
 
 impl Listener {
@@ -88,6 +91,7 @@ impl Listener {
             http,
             ready: false,
             cursor: 0,
+            ticks: Ticks::default(),
         }
     }
 }
@@ -151,6 +155,16 @@ impl Worker {
         let span = |d: Duration| wheel.deadline(now, d) - wheel.tick_of(now);
         let connect_ticks = span(cfg.connect_timeout);
         let idle_ticks = span(cfg.idle_timeout);
+        let mut listeners = listeners;
+        for l in &mut listeners {
+            l.ticks = Ticks {
+                header: span(l.http.header_timeout),
+                keepalive: span(l.http.keepalive_timeout),
+                backend: span(l.http.backend_timeout),
+                idle: idle_ticks,
+                linger: span(LINGER),
+            };
+        }
         let pools = Pools {
             buffers: BufferPool::new(buffers, cfg.buffer_size),
             pipes: PipePool::new(cfg.pipes_per_worker(), crate::config::PIPE_SIZE),
@@ -346,41 +360,34 @@ impl Worker {
         listener: &'a Listener,
         pools: &'a mut Pools,
         counters: &'a mut Counters,
-        wheel: &TimerWheel,
-        now: Instant,
         tick: u64,
-        idle: u64,
     ) -> Ctx<'a> {
-        let span = |d: Duration| wheel.deadline(now, d) - wheel.tick_of(now);
         Ctx {
             pools,
             counters,
             cfg: &listener.http,
-            ticks: Ticks {
-                header: span(listener.http.header_timeout),
-                keepalive: span(listener.http.keepalive_timeout),
-                backend: span(listener.http.backend_timeout),
-                idle,
-                linger: span(LINGER),
-            },
+            ticks: listener.ticks,
             tick,
         }
     }
 
     fn drive_http(&mut self, slot: usize) {
+        if let (Phase::Waiting, Some(c)) = (self.pairs[slot].phase, self.pairs[slot].backend) {
+            if self.conns[c]
+                .ready
+                .has(Ready::READ | Ready::RDHUP | Ready::ERROR)
+            {
+                // The connection kept for this client closed or spoke out of turn.
+                self.counters.backend_pool_evictions += 1;
+                self.detach_backend(slot, false);
+            }
+        }
         for _ in 0..MAX_SESSION_STEPS {
             let pair = &mut self.pairs[slot];
             let listener = &self.listeners[pair.listener as usize];
             let mut conn = pair.backend.map(|c| &mut self.conns[c]);
-            let mut ctx = Self::session_ctx(
-                listener,
-                &mut self.pools,
-                &mut self.counters,
-                &self.wheel,
-                self.now,
-                self.tick,
-                self.idle_ticks,
-            );
+            let mut ctx =
+                Self::session_ctx(listener, &mut self.pools, &mut self.counters, self.tick);
             let action = if pair.phase == Phase::Connecting {
                 let conn = conn.expect("connecting implies a connection");
                 match pair::check_connect(pair, conn) {
@@ -450,6 +457,17 @@ impl Worker {
     /// chosen backend has one, else a new connect; or ferry's answer when no
     /// backend can take it.
     fn attach_backend(&mut self, slot: usize) {
+        if self.take_kept(slot) {
+            let pair = &mut self.pairs[slot];
+            let mut ctx = Self::session_ctx(
+                &self.listeners[pair.listener as usize],
+                &mut self.pools,
+                &mut self.counters,
+                self.tick,
+            );
+            session::connected(pair, &mut ctx);
+            return;
+        }
         loop {
             let pair = &mut self.pairs[slot];
             let listener = &mut self.listeners[pair.listener as usize];
@@ -467,15 +485,8 @@ impl Worker {
                 Pick::Backend(i) => i,
                 Pick::NoneUp | Pick::Exhausted => {
                     let listener = &self.listeners[pair.listener as usize];
-                    let mut ctx = Self::session_ctx(
-                        listener,
-                        &mut self.pools,
-                        &mut self.counters,
-                        &self.wheel,
-                        self.now,
-                        self.tick,
-                        self.idle_ticks,
-                    );
+                    let mut ctx =
+                        Self::session_ctx(listener, &mut self.pools, &mut self.counters, self.tick);
                     // Down before this request tried any: 503; else they failed it: 502/504.
                     let none_healthy = pick == Pick::NoneUp && pair.exchange.tried == 0;
                     let action = session::no_backend(pair, none_healthy, &mut ctx);
@@ -497,15 +508,8 @@ impl Worker {
                     conn.reused = true;
                     pair.backend = Some(c);
                     let listener = &self.listeners[pair.listener as usize];
-                    let mut ctx = Self::session_ctx(
-                        listener,
-                        &mut self.pools,
-                        &mut self.counters,
-                        &self.wheel,
-                        self.now,
-                        self.tick,
-                        self.idle_ticks,
-                    );
+                    let mut ctx =
+                        Self::session_ctx(listener, &mut self.pools, &mut self.counters, self.tick);
                     session::connected(pair, &mut ctx);
                     return;
                 }
@@ -545,23 +549,38 @@ impl Worker {
     }
 
     /// Take the pair's backend connection away: into its backend's pool if
-    /// `reuse` and there is room, else closed.
+    /// `reuse` and there is room, else closed. When the pool is full and the
+    /// client stays for another request, the connection stays with the
+    /// client instead (it is preferred for that client's next request), so
+    /// a burst of idle moments beyond the pool size does not churn
+    /// connections; the backend closing it evicts it as in the pool.
     fn detach_backend(&mut self, slot: usize, reuse: bool) {
-        let Some(c) = self.pairs[slot].backend.take() else {
+        let Some(c) = self.pairs[slot].backend else {
             return;
         };
+        let pair = &self.pairs[slot];
         let conn = &mut self.conns[c];
+        let b = conn.backend as usize;
+        let listener = &self.listeners[pair.listener as usize];
+        let mut healthy =
+            reuse && self.stop_deadline.is_none() && !conn.ready.has(Ready::RDHUP | Ready::ERROR);
+        if healthy && conn.ready.has(Ready::READ) {
+            // Readable after a complete response: only reusable if nothing is there.
+            healthy = sys::is_quiet(conn.stream.as_raw_fd());
+            conn.ready.clear(Ready::READ);
+        }
+        if healthy
+            && self.backends[b].idle.len() >= listener.http.pool_size
+            && pair.phase == Phase::Waiting
+        {
+            conn.requests += 1;
+            conn.reused = true;
+            return;
+        }
+        self.pairs[slot].backend = None;
         conn.owner = None;
         conn.reused = false;
-        let b = conn.backend as usize;
-        let listener = &self.listeners[self.pairs[slot].listener as usize];
-        let pool_size = listener.http.pool_size;
-        let room = self.backends[b].idle.len() < pool_size;
-        if reuse
-            && room
-            && self.stop_deadline.is_none()
-            && !conn.ready.has(Ready::RDHUP | Ready::ERROR)
-        {
+        if healthy && self.backends[b].idle.len() < listener.http.pool_size {
             conn.requests += 1;
             self.backends[b].idle.push(c);
             let when = self
@@ -571,6 +590,30 @@ impl Worker {
         } else {
             self.close_conn(c);
         }
+    }
+
+    /// The connection a waiting client kept from its last request, if it is
+    /// still usable for this one.
+    fn take_kept(&mut self, slot: usize) -> bool {
+        let Some(c) = self.pairs[slot].backend else {
+            return false;
+        };
+        let conn = &self.conns[c];
+        let b = conn.backend as usize;
+        let pair = &self.pairs[slot];
+        let first = self.listeners[pair.listener as usize].first;
+        let usable = !pair.exchange.fresh_only
+            && self.backends[b].state.is_up()
+            && !conn.ready.has(Ready::READ | Ready::RDHUP | Ready::ERROR);
+        if !usable {
+            self.detach_backend(slot, false);
+            return false;
+        }
+        self.counters.backend_pool_hits += 1;
+        self.conns[c].reused = true;
+        let pair = &mut self.pairs[slot];
+        pair.exchange.tried |= 1u64 << (b - first).min(63);
+        true
     }
 
     /// The one way out of the connection slab.
@@ -631,15 +674,8 @@ impl Worker {
                 _ => pair.deadline = pair.last_active + self.idle_ticks,
             },
             Mode::Http => {
-                let mut ctx = Self::session_ctx(
-                    listener,
-                    &mut self.pools,
-                    &mut self.counters,
-                    &self.wheel,
-                    self.now,
-                    self.tick,
-                    self.idle_ticks,
-                );
+                let mut ctx =
+                    Self::session_ctx(listener, &mut self.pools, &mut self.counters, self.tick);
                 let action = session::on_timeout(pair, &mut ctx);
                 if self.apply(slot, action) {
                     self.drive(slot);
@@ -778,10 +814,7 @@ impl Worker {
                     &self.listeners[listener],
                     &mut self.pools,
                     &mut self.counters,
-                    &self.wheel,
-                    self.now,
                     self.tick,
-                    self.idle_ticks,
                 );
                 session::begin(pair, &mut ctx);
                 let when = pair.deadline;
@@ -806,6 +839,7 @@ impl Worker {
         let c = &mut self.counters;
         match reason {
             CloseReason::Done | CloseReason::Shutdown => {}
+            CloseReason::Error(Side::Client, _) => c.client_aborts += 1,
             CloseReason::Error(..) | CloseReason::Invalid(..) => c.errors += 1,
             CloseReason::ConnectFailed(_) => c.backend_connect_failures += 1,
             CloseReason::ConnectTimeout => c.backend_connect_timeouts += 1,

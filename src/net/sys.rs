@@ -56,6 +56,32 @@ pub fn write(fd: RawFd, buf: &[u8]) -> Io {
     }
 }
 
+/// `sendmsg(2)` of two slices in one call with `MSG_NOSIGNAL` (a head and
+/// the body bytes after it, so they leave in one segment).
+pub fn write2(fd: RawFd, first: &[u8], second: &[u8]) -> Io {
+    let mut iov = [
+        libc::iovec {
+            iov_base: first.as_ptr() as *mut libc::c_void,
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: second.as_ptr() as *mut libc::c_void,
+            iov_len: second.len(),
+        },
+    ];
+    // SAFETY: a zeroed msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
+    loop {
+        // SAFETY: `msg` points at two iovecs over live slices, read only by the kernel.
+        let ret = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        if let Some(io) = classify(ret) {
+            return io;
+        }
+    }
+}
+
 /// `splice(2)` of up to `len` bytes from `from` to `to`, one of which must be a pipe.
 pub fn splice(from: RawFd, to: RawFd, len: usize) -> Io {
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
@@ -75,6 +101,23 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> Io {
             return io;
         }
     }
+}
+
+/// True if the socket has nothing to read and no end of stream pending
+/// (`recv` with `MSG_PEEK` answers `EAGAIN`): an idle connection that is
+/// safe to reuse.
+pub fn is_quiet(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: one writable byte; MSG_PEEK leaves the data in the socket.
+    let ret = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    ret < 0 && errno() == libc::EAGAIN
 }
 
 /// `shutdown(fd, SHUT_WR)`: sends FIN once everything queued before it is sent.
