@@ -1,4 +1,4 @@
-//! ferry: a Linux TCP proxy on a hand-rolled, edge-triggered event loop.
+//! ferry: a Linux TCP and HTTP/1.1 proxy on a hand-rolled, edge-triggered event loop.
 //!
 //! The map, from the outside in:
 //!
@@ -13,6 +13,11 @@
 //!   machine (Connecting -> Relaying -> closed). Its two directions are
 //!   [`relay::Flow`]s: copy through a pooled buffer or splice through a
 //!   pooled pipe, with backpressure and half-close.
+//! * HTTP mode: [`http`] parses and judges heads (`head`), scans chunked
+//!   bodies (`chunked`), rewrites heads (`rewrite`), makes ferry's own
+//!   answers (`answer`) and runs the session state machine over a pair
+//!   (`session`); [`conn`] holds backend connections (serving or pooled) and
+//!   [`upstream`] the backends' health, balancing and health checks.
 //! * `alloc_count` is the counting allocator that proves the hot path does
 //!   not allocate.
 //!
