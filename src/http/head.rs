@@ -98,6 +98,12 @@ pub struct ResponseHead {
 /// Header count limit used for the httparse array; --max-headers may be lower.
 pub const HEADER_SLOTS: usize = 256;
 
+/// Room for httparse's header slices, left uninitialised: filling 256 slots
+/// with empty headers on every parse would cost more than the parse.
+pub fn uninit_slots<'b>() -> [std::mem::MaybeUninit<httparse::Header<'b>>; HEADER_SLOTS] {
+    [const { std::mem::MaybeUninit::uninit() }; HEADER_SLOTS]
+}
+
 /// What the Connection field and its friends said.
 #[derive(Default)]
 struct Fields {
@@ -208,23 +214,24 @@ fn map_error(e: httparse::Error, status: u16) -> Reject {
 /// `max_head` bounds the head (beyond it: 414 while the request line is not
 /// complete, 431 after), `max_headers` the number of fields (431).
 pub fn parse_request(buf: &[u8], max_head: usize, max_headers: usize) -> Parsed<RequestHead> {
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
-    let mut req = httparse::Request::new(&mut slots[..max_headers.min(HEADER_SLOTS)]);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
-        Ok(httparse::Status::Complete(_)) | Ok(httparse::Status::Partial) => {
-            if buf.len() < max_head {
-                return Parsed::Partial;
+    let mut slots = uninit_slots();
+    let mut req = httparse::Request::new(&mut []);
+    let head_len =
+        match req.parse_with_uninit_headers(buf, &mut slots[..max_headers.min(HEADER_SLOTS)]) {
+            Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+            Ok(httparse::Status::Complete(_)) | Ok(httparse::Status::Partial) => {
+                if buf.len() < max_head {
+                    return Parsed::Partial;
+                }
+                let line_done = buf[..max_head].contains(&b'\n');
+                return Parsed::Invalid(if line_done {
+                    reject(431, "request head too large")
+                } else {
+                    reject(414, "request line too long")
+                });
             }
-            let line_done = buf[..max_head].contains(&b'\n');
-            return Parsed::Invalid(if line_done {
-                reject(431, "request head too large")
-            } else {
-                reject(414, "request line too long")
-            });
-        }
-        Err(e) => return Parsed::Invalid(map_error(e, 400)),
-    };
+            Err(e) => return Parsed::Invalid(map_error(e, 400)),
+        };
     let minor = req.version.unwrap_or(1);
     let method = Method::from_bytes(req.method.unwrap_or(""));
     let f = match read_fields(req.headers, 400) {
@@ -270,9 +277,11 @@ pub fn parse_request(buf: &[u8], max_head: usize, max_headers: usize) -> Parsed<
 /// Look for a complete response head at the start of `buf`, answering a
 /// request made with `method`.
 pub fn parse_response(buf: &[u8], method: Method, max_head: usize) -> Parsed<ResponseHead> {
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
-    let mut res = httparse::Response::new(&mut slots);
-    let head_len = match res.parse(buf) {
+    let mut slots = uninit_slots();
+    let mut res = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(n)) if n <= max_head => n,
         Ok(httparse::Status::Complete(_)) | Ok(httparse::Status::Partial) => {
             if buf.len() < max_head {

@@ -11,7 +11,7 @@
 //! client needs. The head is re-parsed from the bytes (it was validated
 //! already) and written into a caller's buffer without allocating.
 
-use super::head::{list, HEADER_SLOTS};
+use super::head::{list, uninit_slots};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -134,9 +134,9 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
         http10,
         upgrading,
     } = target;
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
-    let mut req = httparse::Request::new(&mut slots);
-    req.parse(head).ok()?;
+    let mut slots = uninit_slots();
+    let mut req = httparse::Request::new(&mut []);
+    req.parse_with_uninit_headers(head, &mut slots).ok()?;
     let named = Named::collect(req.headers);
     let mut w = Out {
         buf: out,
@@ -219,9 +219,11 @@ pub fn write_response(
     via: bool,
     out: &mut [u8],
 ) -> Option<usize> {
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
-    let mut res = httparse::Response::new(&mut slots);
-    res.parse(head).ok()?;
+    let mut slots = uninit_slots();
+    let mut res = httparse::Response::new(&mut []);
+    httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, head, &mut slots)
+        .ok()?;
     let named = Named::collect(res.headers);
     let upgrading = conn == ClientConnection::Upgrade;
     let mut w = Out {

@@ -302,6 +302,14 @@ fn progress(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
         {
             finish(pair, conn, ctx)
         }
+        Framing::Complete if pair.to_client.pending() == 0 && !request_done => {
+            // The backend answered before reading the whole request (an early
+            // 413, or a refused 100-continue): the rest of the request cannot
+            // follow on this connection, nor can another request.
+            pair.exchange.backend_reusable = false;
+            pair.exchange.client_keep_alive = false;
+            finish(pair, conn, ctx)
+        }
         Framing::Complete => Action::Wait,
         // The backend ended before its message did: the client must not
         // take a truncated body for a whole one.
