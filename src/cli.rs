@@ -104,6 +104,10 @@ pub struct Args {
     /// http: header fields a request may have (default 100)
     #[argh(option, default = "config::DEFAULT_MAX_HEADERS")]
     pub max_headers: usize,
+    /// http: write an access log (combined format + backend and request
+    /// time) to PATH, or to stderr with -
+    #[argh(option)]
+    pub access_log: Option<String>,
     /// http: do not add X-Forwarded-For
     #[argh(switch)]
     pub no_x_forwarded_for: bool,
@@ -294,6 +298,7 @@ impl Args {
             pool_max_requests: self.pool_max_requests,
             max_header_size,
             max_headers: self.max_headers,
+            access_log: self.access_log,
             add: AddFields {
                 x_forwarded_for: !self.no_x_forwarded_for,
                 x_forwarded_proto: !self.no_x_forwarded_proto,

@@ -115,6 +115,8 @@ pub struct HttpConfig {
     pub max_header_size: usize,
     pub max_headers: usize,
     pub add: AddFields,
+    /// Where the access log goes (`-` for stderr); none by default.
+    pub access_log: Option<String>,
 }
 
 /// One listening address and where its connections go.

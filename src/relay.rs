@@ -158,6 +158,8 @@ pub struct Flow {
     splicing: bool,
     splice_broken: bool,
     full_reads: u8,
+    /// Bytes this flow delivered, ever.
+    delivered: u64,
 }
 
 impl Default for Flow {
@@ -177,6 +179,7 @@ impl Default for Flow {
             splicing: false,
             splice_broken: false,
             full_reads: 0,
+            delivered: 0,
         }
     }
 }
@@ -202,6 +205,16 @@ impl Flow {
 
     pub fn framing(&self) -> Framing {
         self.framing
+    }
+
+    /// Bytes of the prefix not yet delivered.
+    pub fn prefix_pending(&self) -> usize {
+        (self.prefix_end - self.prefix_start) as usize
+    }
+
+    /// Bytes this flow has delivered to its destination so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
     }
 
     /// Bytes read past the current message's cleared part (a head being
@@ -443,6 +456,7 @@ impl Flow {
                     self.compact_if_empty();
                 }
                 *tally.bytes += n as u64;
+                self.delivered += n as u64;
                 if n < want {
                     dst_ready.clear(Ready::WRITE);
                 }

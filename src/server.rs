@@ -11,9 +11,13 @@
 //!   A second such signal exits at once.
 
 use crate::config::{Config, Mode};
+use crate::http::access_log::AccessLog;
 use crate::net::{self, listener::BindError};
 use crate::stats::{self, Global, SharedCounters};
 use crate::upstream::{self, BackendState};
+
+/// Access-log records that may wait for the logger before new ones are dropped.
+const ACCESS_LOG_QUEUE: usize = 16 * 1024;
 use crate::worker::{Listener, Shared, Worker};
 use mio::{Poll, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
@@ -70,6 +74,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
             lc.mode,
             workers
         ));
+        let access_log = match &lc.http.access_log {
+            Some(path) if lc.mode == Mode::Http => Some(
+                AccessLog::start(path, ACCESS_LOG_QUEUE)
+                    .map_err(|e| StartError::Io(format!("--access-log {path}: {e}")))?,
+            ),
+            _ => None,
+        };
         let first = backends.len();
         backends.extend(
             lc.backends
@@ -77,14 +88,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 .map(|&addr| Arc::new(BackendState::new(addr))),
         );
         for (w, socket) in shards.into_iter().enumerate() {
-            per_worker[w].push(Listener::new(
+            let mut listener = Listener::new(
                 socket,
                 lc.mode,
                 first,
                 lc.backends.len(),
                 lc.balance,
                 lc.http.clone(),
-            ));
+            );
+            listener.access_log = access_log.clone();
+            per_worker[w].push(listener);
         }
         if lc.mode == Mode::Http {
             let checked = backends[first..].to_vec();

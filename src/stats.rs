@@ -85,6 +85,7 @@ define_counters! {
     http_responses_4xx: Counter, "HTTP responses sent, 4xx";
     http_responses_5xx: Counter, "HTTP responses sent, 5xx";
     http_answers: Counter, "HTTP answers ferry made itself (400, 408, 502, ...)";
+    access_log_dropped: Counter, "access-log lines dropped because the logger lagged";
     backend_pool_hits: Counter, "requests sent on a pooled backend connection";
     backend_pool_misses: Counter, "requests that needed a new backend connection";
     backend_pool_evictions: Counter, "pooled connections closed by the backend or timed out";

@@ -18,6 +18,7 @@
 use crate::alloc_count;
 use crate::config::{Config, HttpConfig, Mode, LINGER};
 use crate::conn::Conn;
+use crate::http::access_log::{AccessLog, Record};
 use crate::http::session::{self, Action, Ctx, Ticks};
 use crate::io::buffer::BufferPool;
 use crate::io::pipe::PipePool;
@@ -71,6 +72,7 @@ pub struct Listener {
     cursor: usize,
     /// The HTTP timeouts in wheel ticks, computed once.
     ticks: Ticks,
+    pub access_log: Option<AccessLog>,
 }
 
 impl Listener {
@@ -92,6 +94,7 @@ impl Listener {
             ready: false,
             cursor: 0,
             ticks: Ticks::default(),
+            access_log: None,
         }
     }
 }
@@ -113,6 +116,8 @@ pub struct Worker {
     backends: Vec<Backend>,
     pairs: Slab<Pair>,
     conns: Slab<Conn>,
+    /// Access-log records of requests in progress (empty without a log).
+    records: Slab<Record>,
     pools: Pools,
     wheel: TimerWheel,
     conn_wheel: TimerWheel,
@@ -147,6 +152,7 @@ impl Worker {
         let cfg = &shared.config;
         let max_pairs = cfg.max_conns;
         let http = listeners.iter().any(|l| l.mode == Mode::Http);
+        let logging = listeners.iter().any(|l| l.access_log.is_some());
         // An HTTP pair may hold a rewritten head besides its two buffers.
         let buffers = if http { 3 * max_pairs } else { 2 * max_pairs };
         let pooled: usize = listeners.iter().map(|l| l.http.pool_size * l.count).sum();
@@ -184,6 +190,7 @@ impl Worker {
             listeners,
             backends,
             pairs: Slab::with_capacity(max_pairs),
+            records: Slab::with_capacity(if logging { max_pairs } else { 0 }),
             conns: Slab::with_capacity(max_pairs + pooled),
             pools,
             wheel,
@@ -360,11 +367,14 @@ impl Worker {
         listener: &'a Listener,
         pools: &'a mut Pools,
         counters: &'a mut Counters,
+        records: &'a mut Slab<Record>,
         tick: u64,
     ) -> Ctx<'a> {
         Ctx {
             pools,
             counters,
+            log: listener.access_log.as_ref(),
+            records,
             cfg: &listener.http,
             ticks: listener.ticks,
             tick,
@@ -386,8 +396,13 @@ impl Worker {
             let pair = &mut self.pairs[slot];
             let listener = &self.listeners[pair.listener as usize];
             let mut conn = pair.backend.map(|c| &mut self.conns[c]);
-            let mut ctx =
-                Self::session_ctx(listener, &mut self.pools, &mut self.counters, self.tick);
+            let mut ctx = Self::session_ctx(
+                listener,
+                &mut self.pools,
+                &mut self.counters,
+                &mut self.records,
+                self.tick,
+            );
             let action = if pair.phase == Phase::Connecting {
                 let conn = conn.expect("connecting implies a connection");
                 match pair::check_connect(pair, conn) {
@@ -457,12 +472,18 @@ impl Worker {
     /// chosen backend has one, else a new connect; or ferry's answer when no
     /// backend can take it.
     fn attach_backend(&mut self, slot: usize) {
+        self.attach_backend_inner(slot);
+        self.log_backend(slot);
+    }
+
+    fn attach_backend_inner(&mut self, slot: usize) {
         if self.take_kept(slot) {
             let pair = &mut self.pairs[slot];
             let mut ctx = Self::session_ctx(
                 &self.listeners[pair.listener as usize],
                 &mut self.pools,
                 &mut self.counters,
+                &mut self.records,
                 self.tick,
             );
             session::connected(pair, &mut ctx);
@@ -485,8 +506,13 @@ impl Worker {
                 Pick::Backend(i) => i,
                 Pick::NoneUp | Pick::Exhausted => {
                     let listener = &self.listeners[pair.listener as usize];
-                    let mut ctx =
-                        Self::session_ctx(listener, &mut self.pools, &mut self.counters, self.tick);
+                    let mut ctx = Self::session_ctx(
+                        listener,
+                        &mut self.pools,
+                        &mut self.counters,
+                        &mut self.records,
+                        self.tick,
+                    );
                     // Down before this request tried any: 503; else they failed it: 502/504.
                     let none_healthy = pick == Pick::NoneUp && pair.exchange.tried == 0;
                     let action = session::no_backend(pair, none_healthy, &mut ctx);
@@ -508,8 +534,13 @@ impl Worker {
                     conn.reused = true;
                     pair.backend = Some(c);
                     let listener = &self.listeners[pair.listener as usize];
-                    let mut ctx =
-                        Self::session_ctx(listener, &mut self.pools, &mut self.counters, self.tick);
+                    let mut ctx = Self::session_ctx(
+                        listener,
+                        &mut self.pools,
+                        &mut self.counters,
+                        &mut self.records,
+                        self.tick,
+                    );
                     session::connected(pair, &mut ctx);
                     return;
                 }
@@ -529,6 +560,17 @@ impl Worker {
                     self.backends[b].state.mark_down();
                     self.log_limited(format_args!("connect to {addr} failed: {e}; marked down"));
                 }
+            }
+        }
+    }
+
+    /// Note in the pair's access-log record which backend serves it.
+    fn log_backend(&mut self, slot: usize) {
+        let pair = &self.pairs[slot];
+        if let (Some(r), Some(c)) = (pair.exchange.log, pair.backend) {
+            let addr = self.backends[self.conns[c].backend as usize].state.addr;
+            if let Some(record) = self.records.get_mut(r) {
+                record.backend = Some(addr);
             }
         }
     }
@@ -674,8 +716,13 @@ impl Worker {
                 _ => pair.deadline = pair.last_active + self.idle_ticks,
             },
             Mode::Http => {
-                let mut ctx =
-                    Self::session_ctx(listener, &mut self.pools, &mut self.counters, self.tick);
+                let mut ctx = Self::session_ctx(
+                    listener,
+                    &mut self.pools,
+                    &mut self.counters,
+                    &mut self.records,
+                    self.tick,
+                );
                 let action = session::on_timeout(pair, &mut ctx);
                 if self.apply(slot, action) {
                     self.drive(slot);
@@ -814,6 +861,7 @@ impl Worker {
                     &self.listeners[listener],
                     &mut self.pools,
                     &mut self.counters,
+                    &mut self.records,
                     self.tick,
                 );
                 session::begin(pair, &mut ctx);
@@ -829,6 +877,15 @@ impl Worker {
         self.detach_backend(slot, false);
         self.wheel.cancel(&mut self.pairs, slot);
         let mut pair = self.pairs.remove(slot);
+        if let Some(r) = pair.exchange.log.take() {
+            let listener = &self.listeners[pair.listener as usize];
+            session::emit_record(
+                listener.access_log.as_ref(),
+                &mut self.records,
+                r,
+                &mut self.counters,
+            );
+        }
         pair.release(&mut self.pools);
         self.shared.global.release();
         if self.at_limit {

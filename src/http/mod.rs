@@ -2,6 +2,7 @@
 //! the answers ferry generates, and the session state machine that drives a
 //! pair in HTTP mode.
 
+pub mod access_log;
 pub mod answer;
 pub mod chunked;
 pub mod head;

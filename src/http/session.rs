@@ -17,6 +17,7 @@
 //! is sent again once on a fresh connection if it is idempotent and has no
 //! body; nothing is retried after a response byte reached the client.
 
+use super::access_log::{AccessLog, Record};
 use super::answer::answer;
 use super::chunked::ChunkScanner;
 use super::head::{parse_request, parse_response, BodyKind, Method, Parsed, ResponseHead};
@@ -28,6 +29,7 @@ use crate::pair::{CloseReason, Pair, Phase};
 use crate::relay::{FlowState, Framing, Pools, PrefixError};
 use crate::stats::Counters;
 use crate::token::Side;
+use slab::Slab;
 use std::os::fd::AsRawFd;
 
 /// The state of the exchange in progress.
@@ -57,6 +59,10 @@ pub struct Exchange {
     pub shut_sent: bool,
     /// The last connect attempt timed out (504 rather than 502 if all fail).
     pub timed_out: bool,
+    /// This request's access-log record (a slot in the worker's records).
+    pub log: Option<usize>,
+    /// Bytes delivered to the client before this response's body.
+    pub body_base: u64,
 }
 
 impl Default for Exchange {
@@ -76,6 +82,8 @@ impl Default for Exchange {
             head_started: false,
             shut_sent: false,
             timed_out: false,
+            log: None,
+            body_base: 0,
         }
     }
 }
@@ -114,6 +122,9 @@ pub struct Ticks {
 pub struct Ctx<'a> {
     pub pools: &'a mut Pools,
     pub counters: &'a mut Counters,
+    /// The access log, if on, and the records of requests in progress.
+    pub log: Option<&'a AccessLog>,
+    pub records: &'a mut Slab<Record>,
     pub cfg: &'a HttpConfig,
     pub ticks: Ticks,
     pub tick: u64,
@@ -226,6 +237,11 @@ fn read_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
         // A reverse proxy does not open tunnels (that is forward mode's job).
         return answer_with(pair, 400, ctx);
     }
+    let log = ctx.log.map(|_| {
+        let mut record = Record::new(pair.client_ip);
+        record.capture(&bytes[..head.head_len]);
+        ctx.records.insert(record)
+    });
     let (ip, add) = (pair.client_ip, ctx.cfg.add);
     let target = Target {
         client: ip,
@@ -258,6 +274,7 @@ fn read_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
         upgrade: head.upgrade,
         has_body: head.body != BodyKind::None,
         head_started: true,
+        log,
         ..Exchange::default()
     };
     ctx.counters.http_requests += 1;
@@ -332,6 +349,9 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
     let ex = &mut pair.exchange;
     ex.response_started = true;
     count_status(ctx.counters, head.status);
+    if let Some(record) = ex.log.and_then(|r| ctx.records.get_mut(r)) {
+        record.status = head.status;
+    }
     let via = ctx.cfg.add.via;
     if (100..200).contains(&head.status) && head.status != 101 {
         // Interim (100 Continue and friends): forward it, then await the final head.
@@ -394,6 +414,7 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
     if pair.to_client.set_framing(framing, ctx.pools).is_err() {
         return answer_with(pair, 502, ctx);
     }
+    pair.exchange.body_base = pair.to_client.delivered() + pair.to_client.prefix_pending() as u64;
     pair.deadline = ctx.tick + ctx.ticks.idle;
     Action::Again
 }
@@ -425,6 +446,13 @@ fn backend_failed(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Ac
 /// Both messages are complete: keep the client for the next request, or close.
 fn finish(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
     let ex = pair.exchange;
+    if let Some(r) = ex.log {
+        if let Some(record) = ctx.records.get_mut(r) {
+            record.bytes = pair.to_client.delivered().saturating_sub(ex.body_base);
+        }
+        emit_record(ctx.log, ctx.records, r, ctx.counters);
+        pair.exchange.log = None;
+    }
     let reuse = ex.backend_reusable
         && pair.to_client.leftover() == 0
         && pair.to_client.state == FlowState::Open
@@ -461,6 +489,13 @@ fn answer_with(pair: &mut Pair, status: u16, ctx: &mut Ctx) -> Action {
     }
     ctx.counters.http_answers += 1;
     count_status(ctx.counters, status);
+    if let Some(r) = pair.exchange.log.take() {
+        if let Some(record) = ctx.records.get_mut(r) {
+            record.status = status;
+            record.bytes = answer(status).len() as u64;
+        }
+        emit_record(ctx.log, ctx.records, r, ctx.counters);
+    }
     pair.to_client.release(ctx.pools);
     pair.to_backend.release(ctx.pools);
     let bytes = answer(status);
@@ -493,4 +528,23 @@ fn closing(pair: &mut Pair, ctx: &mut Ctx) -> Action {
         return Action::Close(CloseReason::Done);
     }
     Action::Wait
+}
+
+/// Finish a request's access-log record and hand it to the logger.
+pub fn emit_record(
+    log: Option<&AccessLog>,
+    records: &mut Slab<Record>,
+    slot: usize,
+    counters: &mut Counters,
+) {
+    let Some(mut record) = records.try_remove(slot) else {
+        return;
+    };
+    let Some(log) = log else { return };
+    record.duration = std::time::SystemTime::now()
+        .duration_since(record.start)
+        .unwrap_or_default();
+    if !log.send(record) {
+        counters.access_log_dropped += 1;
+    }
 }
