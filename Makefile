@@ -9,7 +9,7 @@ all: proxy
 
 proxy:
 	$(CARGO) build --release
-	cp $(RELEASE_BIN) ./proxy
+	cp $(RELEASE_BIN) ./proxy.new && mv -f ./proxy.new ./proxy
 
 run: proxy
 	./proxy
@@ -21,6 +21,7 @@ test: proxy
 
 e2e: proxy
 	bash tests/e2e/run.sh ./proxy
+	bash tests/e2e/http.sh ./proxy
 
 # Debug build with debug assertions, and the tests run with them.
 debug:

@@ -72,13 +72,19 @@ impl Record {
         }
     }
 
-    /// Fill the request fields from a complete, validated request head.
-    pub fn capture(&mut self, head: &[u8]) {
+    /// Keep the first line of what the client sent (a head that may be
+    /// malformed or incomplete).
+    pub fn capture_line(&mut self, head: &[u8]) {
         let line_end = head
             .iter()
             .position(|&b| b == b'\r' || b == b'\n')
             .unwrap_or(head.len());
         self.request_line.set(&head[..line_end]);
+    }
+
+    /// Fill the request fields from a complete, validated request head.
+    pub fn capture(&mut self, head: &[u8]) {
+        self.capture_line(head);
         let mut slots = super::head::uninit_slots();
         let mut req = httparse::Request::new(&mut []);
         if req.parse_with_uninit_headers(head, &mut slots).is_ok() {

@@ -489,6 +489,15 @@ fn answer_with(pair: &mut Pair, status: u16, ctx: &mut Ctx) -> Action {
     }
     ctx.counters.http_answers += 1;
     count_status(ctx.counters, status);
+    let refused_early = ctx
+        .log
+        .filter(|_| pair.exchange.log.is_none() && !pair.exchange.response_started);
+    if refused_early.is_some() && pair.to_backend.leftover() > 0 {
+        // Refused before a request was accepted: log what the client sent.
+        let mut record = Record::new(pair.client_ip);
+        record.capture_line(pair.to_backend.unscanned(ctx.pools));
+        pair.exchange.log = Some(ctx.records.insert(record));
+    }
     if let Some(r) = pair.exchange.log.take() {
         if let Some(record) = ctx.records.get_mut(r) {
             record.status = status;

@@ -1047,3 +1047,839 @@ pub fn connect_small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
     s.set_write_timeout(Some(DEADLINE)).unwrap();
     s
 }
+
+// ---------------------------------------------------------------------------
+// HTTP: a buffered connection usable by clients and scripted backends, a
+// parsed message head, raw request builders, and a scripted raw HTTP backend
+// that counts connections and records every request it receives.
+// Everything here is additive: the TCP helpers above are unchanged.
+// ---------------------------------------------------------------------------
+
+/// A message head as received: the raw bytes (through the blank line), the
+/// start line, and the fields in order (values trimmed of spaces and tabs).
+#[derive(Clone, Debug)]
+pub struct Head {
+    pub raw: Vec<u8>,
+    pub start: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl Head {
+    pub fn parse(raw: &[u8]) -> Head {
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let mut lines = text.split("\r\n");
+        let start = lines.next().unwrap_or("").to_string();
+        let mut fields = Vec::new();
+        for l in lines {
+            if l.is_empty() {
+                continue;
+            }
+            match l.split_once(':') {
+                Some((n, v)) => {
+                    fields.push((n.to_string(), v.trim_matches([' ', '\t']).to_string()))
+                }
+                None => fields.push((l.to_string(), String::new())),
+            }
+        }
+        Head {
+            raw: raw.to_vec(),
+            start,
+            fields,
+        }
+    }
+
+    /// Every value of `name` (case-insensitive), in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.all(name).into_iter().next()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        !self.all(name).is_empty()
+    }
+
+    /// All values of `name` joined with ", " (one list, however it was split
+    /// over field lines); `None` if absent.
+    pub fn joined(&self, name: &str) -> Option<String> {
+        let v = self.all(name);
+        (!v.is_empty()).then(|| v.join(", "))
+    }
+
+    /// Does a `name` field list `token` (comma-separated, case-insensitive)?
+    pub fn lists(&self, name: &str, token: &str) -> bool {
+        self.all(name)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    fn start_word(&self, i: usize) -> &str {
+        self.start.split(' ').nth(i).unwrap_or("")
+    }
+    pub fn method(&self) -> &str {
+        self.start_word(0)
+    }
+    pub fn target(&self) -> &str {
+        self.start_word(1)
+    }
+    /// The request's version ("HTTP/1.1").
+    pub fn version(&self) -> &str {
+        self.start_word(2)
+    }
+    /// The response's status code; panics on a malformed status line.
+    pub fn status(&self) -> u16 {
+        self.start_word(1)
+            .parse()
+            .unwrap_or_else(|_| panic!("bad status line {:?}", self.start))
+    }
+
+    pub fn content_length(&self) -> Option<usize> {
+        self.get("content-length").map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("test peer: bad Content-Length {v:?}"))
+        })
+    }
+
+    pub fn is_chunked(&self) -> bool {
+        self.lists("transfer-encoding", "chunked")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.raw).into_owned()
+    }
+}
+
+/// A response as read by a client: its head and its body as on the wire
+/// (the raw chunked encoding, trailers included, when chunked).
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub head: Head,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn status(&self) -> u16 {
+        self.head.status()
+    }
+    /// The body with any chunked encoding removed.
+    pub fn payload(&self) -> Vec<u8> {
+        if self.head.is_chunked() {
+            decode_chunked(&self.body)
+        } else {
+            self.body.clone()
+        }
+    }
+    /// Head and body as received.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut v = self.head.raw.clone();
+        v.extend_from_slice(&self.body);
+        v
+    }
+}
+
+/// Decode a complete raw chunked body (extensions and trailers dropped).
+pub fn decode_chunked(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        let eol = find(&raw[i..], b"\r\n").expect("chunk size line") + i;
+        let line = std::str::from_utf8(&raw[i..eol]).expect("chunk size line is text");
+        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+        i = eol + 2;
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[i..i + size]);
+        i += size + 2;
+    }
+}
+
+/// Position of `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    find(hay, needle).is_some()
+}
+
+/// `GET path HTTP/1.1` with `Host: test`.
+pub fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}
+
+/// A request with a Content-Length body.
+pub fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+/// `200 OK` with a Content-Length body.
+pub fn ok(body: &[u8]) -> Vec<u8> {
+    status_response(200, "OK", body)
+}
+
+pub fn status_response(code: u16, reason: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+/// Bytes received by an `HttpConn`, shared with the test (a backend's tap).
+pub type Tap = Arc<Mutex<Vec<u8>>>;
+
+/// A TCP stream with a read buffer, so that pipelined messages and bytes
+/// beyond a message are kept for the next read. Every read has a deadline
+/// (`timeout` from the start of each operation).
+pub struct HttpConn {
+    pub s: TcpStream,
+    pub buf: Vec<u8>,
+    pub timeout: Duration,
+    tap: Option<Tap>,
+}
+
+impl HttpConn {
+    pub fn new(s: TcpStream) -> HttpConn {
+        HttpConn {
+            s,
+            buf: Vec::new(),
+            timeout: DEADLINE,
+            tap: None,
+        }
+    }
+
+    pub fn connect(addr: SocketAddr) -> HttpConn {
+        HttpConn::new(connect(addr))
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.s
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("write of {} bytes failed: {e}", bytes.len()));
+    }
+
+    /// Read more into the buffer: Ok(0) on EOF, TimedOut past `end`.
+    fn fill(&mut self, end: Instant) -> io::Result<usize> {
+        let mut tmp = vec![0u8; 64 * KIB];
+        match read_some(&mut self.s, &mut tmp, end)? {
+            None => Err(io::Error::new(ErrorKind::TimedOut, "deadline passed")),
+            Some(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                if let Some(t) = &self.tap {
+                    t.lock().unwrap().extend_from_slice(&tmp[..n]);
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let rest = self.buf.split_off(n);
+        std::mem::replace(&mut self.buf, rest)
+    }
+
+    /// The next head; `Ok(None)` on EOF before any byte of it.
+    pub fn try_read_head(&mut self) -> io::Result<Option<Head>> {
+        let end = Instant::now() + self.timeout;
+        loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                let raw = self.take(i + 4);
+                return Ok(Some(Head::parse(&raw)));
+            }
+            if self.buf.len() > 4 * MIB {
+                return Err(io::Error::new(ErrorKind::InvalidData, "head over 4 MiB"));
+            }
+            if self.fill(end)? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    format!(
+                        "EOF inside a head: {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    ),
+                ));
+            }
+        }
+    }
+
+    pub fn read_head(&mut self) -> Head {
+        match self.try_read_head() {
+            Ok(Some(h)) => h,
+            Ok(None) => panic!("connection closed where a message head was expected"),
+            Err(e) => panic!(
+                "reading a message head: {e} (buffered: {:?})",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
+    }
+
+    pub fn try_read_exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let end = Instant::now() + self.timeout;
+        while self.buf.len() < n {
+            if self.fill(end)? == 0 {
+                return Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    format!("EOF after {} of {n} bytes", self.buf.len()),
+                ));
+            }
+        }
+        Ok(self.take(n))
+    }
+
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        self.try_read_exact(n)
+            .unwrap_or_else(|e| panic!("reading {n} bytes: {e}"))
+    }
+
+    fn read_line_raw(&mut self, end: Instant) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(i) = find(&self.buf, b"\r\n") {
+                return Ok(self.take(i + 2));
+            }
+            if self.fill(end)? == 0 {
+                return Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "EOF inside a chunked body",
+                ));
+            }
+        }
+    }
+
+    /// A whole chunked body as on the wire, through the end of its trailers.
+    pub fn try_read_chunked_raw(&mut self) -> io::Result<Vec<u8>> {
+        let end = Instant::now() + self.timeout;
+        let mut out = Vec::new();
+        loop {
+            let line = self.read_line_raw(end)?;
+            let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+            let size = usize::from_str_radix(text.split(';').next().unwrap().trim(), 16).map_err(
+                |_| io::Error::new(ErrorKind::InvalidData, format!("chunk size {text:?}")),
+            )?;
+            out.extend_from_slice(&line);
+            if size == 0 {
+                loop {
+                    let t = self.read_line_raw(end)?;
+                    out.extend_from_slice(&t);
+                    if t == b"\r\n" {
+                        return Ok(out);
+                    }
+                }
+            }
+            while self.buf.len() < size + 2 {
+                if self.fill(end)? == 0 {
+                    return Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "EOF inside a chunk",
+                    ));
+                }
+            }
+            out.extend(self.take(size + 2));
+        }
+    }
+
+    /// Everything until EOF (buffered bytes first).
+    pub fn try_read_to_eof(&mut self) -> io::Result<Vec<u8>> {
+        let end = Instant::now() + self.timeout;
+        while self.fill(end)? > 0 {}
+        Ok(std::mem::take(&mut self.buf))
+    }
+
+    /// Everything until the peer closes, and how it closed; panics if it
+    /// stays open past the deadline.
+    pub fn read_until_closed(&mut self) -> (Vec<u8>, Closed) {
+        let end = Instant::now() + self.timeout;
+        loop {
+            match self.fill(end) {
+                Ok(0) => return (std::mem::take(&mut self.buf), Closed::Eof),
+                Ok(_) => continue,
+                Err(e) if is_reset(&e) => return (std::mem::take(&mut self.buf), Closed::Reset),
+                Err(e) => panic!(
+                    "connection not closed within {:?} ({e}); unread: {:?}",
+                    self.timeout,
+                    String::from_utf8_lossy(&self.buf)
+                ),
+            }
+        }
+    }
+
+    /// One response; `head_request` says whether it answers a HEAD.
+    /// 1xx responses are returned on their own (call again for the final one).
+    pub fn try_read_response(&mut self, head_request: bool) -> io::Result<Response> {
+        let head = self
+            .try_read_head()?
+            .ok_or_else(|| io::Error::new(ErrorKind::UnexpectedEof, "closed before a response"))?;
+        let st = head.status();
+        let body = if head_request || (100..200).contains(&st) || st == 204 || st == 304 {
+            Vec::new()
+        } else if head.is_chunked() {
+            self.try_read_chunked_raw()?
+        } else if let Some(n) = head.content_length() {
+            self.try_read_exact(n)?
+        } else {
+            self.try_read_to_eof()?
+        };
+        Ok(Response { head, body })
+    }
+
+    pub fn read_response(&mut self, head_request: bool) -> Response {
+        self.try_read_response(head_request).unwrap_or_else(|e| {
+            panic!(
+                "reading a response: {e}; buffered: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            )
+        })
+    }
+
+    /// Send a request and read its (final) response.
+    pub fn roundtrip(&mut self, request: &[u8]) -> Response {
+        self.send(request);
+        let head = request.starts_with(b"HEAD ");
+        loop {
+            let r = self.read_response(head);
+            if !(100..200).contains(&r.status()) {
+                return r;
+            }
+        }
+    }
+
+    /// A request with its body as on the wire (raw chunked when chunked).
+    pub fn try_read_request(&mut self) -> io::Result<Option<(Head, Vec<u8>)>> {
+        let Some(head) = self.try_read_head()? else {
+            return Ok(None);
+        };
+        let body = if head.is_chunked() {
+            self.try_read_chunked_raw()?
+        } else if let Some(n) = head.content_length() {
+            self.try_read_exact(n)?
+        } else {
+            Vec::new()
+        };
+        Ok(Some((head, body)))
+    }
+}
+
+/// Assert that `r` is one of ferry's own answers: the status, a body of
+/// exactly its Content-Length, and `Connection: close`.
+pub fn assert_answer(r: &Response, status: u16, what: &str) {
+    assert_eq!(
+        r.status(),
+        status,
+        "{what}: expected ferry's {status} answer, got {:?}",
+        String::from_utf8_lossy(&r.bytes())
+    );
+    let cl = r.head.content_length();
+    assert_eq!(
+        cl,
+        Some(r.body.len()),
+        "{what}: the {status} answer must carry a Content-Length matching its body: {:?}",
+        String::from_utf8_lossy(&r.bytes())
+    );
+    assert!(
+        r.head.lists("connection", "close"),
+        "{what}: the {status} answer must say Connection: close: {:?}",
+        r.head.text()
+    );
+}
+
+/// Read ferry's answer `status`, then the end of the connection: a clean EOF
+/// with nothing after the answer.
+pub fn expect_answer_and_close(c: &mut HttpConn, status: u16, what: &str) -> Response {
+    let r = match c.try_read_response(false) {
+        Ok(r) => r,
+        Err(e) => panic!(
+            "{what}: no complete {status} answer ({e}); received {:?}",
+            String::from_utf8_lossy(&c.buf)
+        ),
+    };
+    assert_answer(&r, status, what);
+    let (rest, how) = c.read_until_closed();
+    assert_eq!(
+        how,
+        Closed::Eof,
+        "{what}: the connection was reset after the {status} answer instead of closed"
+    );
+    assert!(
+        rest.is_empty(),
+        "{what}: bytes after the {status} answer: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    r
+}
+
+/// A request as a scripted backend received it.
+#[derive(Clone, Debug)]
+pub struct Recv {
+    /// Which accepted connection (0-based, in accept order).
+    pub conn: usize,
+    /// Its index among the requests of that connection (0-based).
+    pub seq: usize,
+    pub head: Head,
+    /// The body as on the wire (raw chunked when chunked).
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct HttpBackendState {
+    pub accepted: AtomicUsize,
+    /// Connections whose peer (ferry) closed or reset them.
+    pub eofs: AtomicUsize,
+    /// Of those, the ones that had carried at least one request (not a TCP
+    /// health check, which connects and closes).
+    pub request_conn_eofs: AtomicUsize,
+    /// Handler threads that returned.
+    pub finished: AtomicUsize,
+    /// Every byte received on every connection, in arrival order.
+    pub tap: Tap,
+    requests: Mutex<Vec<Recv>>,
+    /// A duplicate of each live connection (to kill it), dropped when its
+    /// handler returns so that the socket really closes then.
+    streams: Mutex<HashMap<usize, TcpStream>>,
+    cv: Condvar,
+}
+
+impl HttpBackendState {
+    fn record(&self, r: Recv) {
+        self.requests.lock().unwrap().push(r);
+        self.cv.notify_all();
+    }
+}
+
+/// One accepted connection of an `HttpBackend`, as its handler sees it.
+pub struct Peer {
+    pub conn: HttpConn,
+    pub id: usize,
+    pub state: Arc<HttpBackendState>,
+    seq: usize,
+    eof_seen: bool,
+}
+
+impl Peer {
+    fn note_eof(&mut self) {
+        if !self.eof_seen {
+            self.eof_seen = true;
+            self.state.eofs.fetch_add(1, Ordering::SeqCst);
+            if self.seq > 0 {
+                self.state.request_conn_eofs.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Read and record the next request; `None` when the peer closed (or the
+    /// connection failed), which counts as an EOF.
+    pub fn read_request(&mut self) -> Option<Recv> {
+        match self.conn.try_read_request() {
+            Ok(Some((head, body))) => {
+                let r = Recv {
+                    conn: self.id,
+                    seq: self.seq,
+                    head,
+                    body,
+                };
+                self.seq += 1;
+                self.state.record(r.clone());
+                Some(r)
+            }
+            _ => {
+                self.note_eof();
+                None
+            }
+        }
+    }
+
+    /// Read and record a request head only (the body is left unread).
+    pub fn read_request_head(&mut self) -> Option<Head> {
+        match self.conn.try_read_head() {
+            Ok(Some(head)) => {
+                self.state.record(Recv {
+                    conn: self.id,
+                    seq: self.seq,
+                    head: head.clone(),
+                    body: Vec::new(),
+                });
+                self.seq += 1;
+                Some(head)
+            }
+            _ => {
+                self.note_eof();
+                None
+            }
+        }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> bool {
+        self.conn.s.write_all(bytes).is_ok()
+    }
+
+    /// Discard input until the peer closes (or the connection fails).
+    pub fn wait_eof(&mut self) {
+        let _ = self.conn.try_read_to_eof();
+        self.note_eof();
+    }
+
+    /// Close with an RST when the handler returns.
+    pub fn set_reset_on_close(&self) {
+        let _ = socket2::SockRef::from(&self.conn.s).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// What a serving backend does after writing a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    /// Wait for the next request on the connection.
+    KeepAlive,
+    /// shutdown(Write), then read until the peer closes.
+    Close,
+    /// Close at once with an RST.
+    Reset,
+    /// Keep the connection open without reading until the peer closes.
+    Hang,
+}
+
+pub struct Reply {
+    pub bytes: Vec<u8>,
+    pub then: Then,
+}
+
+pub fn reply(bytes: Vec<u8>) -> Reply {
+    Reply {
+        bytes,
+        then: Then::KeepAlive,
+    }
+}
+
+pub fn reply_then(bytes: Vec<u8>, then: Then) -> Reply {
+    Reply { bytes, then }
+}
+
+/// A raw HTTP backend on 127.0.0.1:0: a thread per connection runs the
+/// handler on a `Peer`; the state counts connections and records requests.
+pub struct HttpBackend {
+    pub addr: SocketAddr,
+    pub state: Arc<HttpBackendState>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpBackend {
+    pub fn start<F>(handler: F) -> HttpBackend
+    where
+        F: Fn(&mut Peer) + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(HttpBackendState::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler = Arc::new(handler);
+        let (st, sp) = (state.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let id = st.accepted.fetch_add(1, Ordering::SeqCst);
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(120)));
+                if let Ok(c) = conn.try_clone() {
+                    st.streams.lock().unwrap().insert(id, c);
+                }
+                let (h, st2) = (handler.clone(), st.clone());
+                thread::spawn(move || {
+                    let mut conn = HttpConn::new(conn);
+                    conn.timeout = Duration::from_secs(120);
+                    conn.tap = Some(st2.tap.clone());
+                    let mut peer = Peer {
+                        conn,
+                        id,
+                        state: st2.clone(),
+                        seq: 0,
+                        eof_seen: false,
+                    };
+                    h(&mut peer);
+                    drop(peer);
+                    st2.streams.lock().unwrap().remove(&id);
+                    st2.finished.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        HttpBackend {
+            addr,
+            state,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// A keep-alive server: for each request, `f` gives the reply.
+    pub fn serve<F>(f: F) -> HttpBackend
+    where
+        F: Fn(&Recv) -> Reply + Send + Sync + 'static,
+    {
+        HttpBackend::start(move |p| serve_loop(p, &f))
+    }
+
+    /// Answers every request with the same bytes, keeping the connection.
+    pub fn fixed(bytes: &[u8]) -> HttpBackend {
+        let bytes = bytes.to_vec();
+        HttpBackend::serve(move |_| reply(bytes.clone()))
+    }
+
+    /// Answers `200` with the body `name` (which backend answered) plus the
+    /// request target, keeping the connection.
+    pub fn named(name: &'static str) -> HttpBackend {
+        HttpBackend::serve(move |r| reply(ok(format!("{name} {}", r.head.target()).as_bytes())))
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    pub fn eofs(&self) -> usize {
+        self.state.eofs.load(Ordering::SeqCst)
+    }
+
+    /// Request-carrying connections that ferry closed (or reset).
+    pub fn closed_request_conns(&self) -> usize {
+        self.state.request_conn_eofs.load(Ordering::SeqCst)
+    }
+
+    /// Connections that carried at least one request (ferry's TCP health
+    /// checks connect without sending anything, so `accepted` counts those).
+    pub fn request_conns(&self) -> usize {
+        let mut ids: Vec<usize> = self.requests().iter().map(|r| r.conn).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    }
+
+    pub fn requests(&self) -> Vec<Recv> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Requests whose target is not `exclude` (e.g. health checks).
+    pub fn count_requests_except(&self, exclude: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.head.target() != exclude)
+            .count()
+    }
+
+    /// Wait until at least `n` requests were recorded.
+    pub fn wait_requests(&self, n: usize, deadline: Duration) -> Vec<Recv> {
+        let end = Instant::now() + deadline;
+        let mut g = self.state.requests.lock().unwrap();
+        while g.len() < n {
+            let now = Instant::now();
+            if now >= end {
+                panic!(
+                    "backend recorded {} of {n} requests within {deadline:?}: {:?}",
+                    g.len(),
+                    g.iter().map(|r| r.head.start.clone()).collect::<Vec<_>>()
+                );
+            }
+            g = self.state.cv.wait_timeout(g, end - now).unwrap().0;
+        }
+        g.clone()
+    }
+
+    /// Wait until `pred` holds on this backend; panics with `what`.
+    pub fn wait_until(&self, what: &str, deadline: Duration, pred: impl Fn(&HttpBackend) -> bool) {
+        let end = Instant::now() + deadline;
+        while !pred(self) {
+            if Instant::now() >= end {
+                panic!(
+                    "backend never showed `{what}` within {deadline:?} (accepted {}, eofs {}, requests {})",
+                    self.accepted(),
+                    self.eofs(),
+                    self.requests().len()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn tap(&self) -> Vec<u8> {
+        self.state.tap.lock().unwrap().clone()
+    }
+
+    /// The backend dies: it stops listening (connects are refused from now
+    /// on) and every live connection is shut both ways.
+    pub fn kill(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+            let _ = t.join();
+        }
+        for s in self.state.streams.lock().unwrap().values() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The keep-alive loop of `HttpBackend::serve`.
+pub fn serve_loop(p: &mut Peer, f: &dyn Fn(&Recv) -> Reply) {
+    while let Some(req) = p.read_request() {
+        let r = f(&req);
+        if !p.write(&r.bytes) {
+            p.note_eof();
+            return;
+        }
+        match r.then {
+            Then::KeepAlive => continue,
+            Then::Close => {
+                let _ = p.conn.s.shutdown(Shutdown::Write);
+                p.wait_eof();
+                return;
+            }
+            Then::Reset => {
+                let _ = socket2::SockRef::from(&p.conn.s).set_linger(Some(Duration::ZERO));
+                return;
+            }
+            Then::Hang => {
+                p.wait_eof();
+                return;
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// An HTTP-mode proxy on 127.0.0.1:0 in front of `backends`.
+    pub fn http(backends: &[SocketAddr], extra: &[&str]) -> Proxy {
+        let names: Vec<String> = backends.iter().map(|a| a.to_string()).collect();
+        let mut args = vec!["-m", "http", "-l", "127.0.0.1", "-p", "0"];
+        for n in &names {
+            args.push("--backend");
+            args.push(n);
+        }
+        args.extend_from_slice(extra);
+        Proxy::start(&args)
+    }
+}
