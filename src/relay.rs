@@ -121,7 +121,7 @@ pub enum Framing {
 /// HTTP bodies at least this long may be spliced (in `auto` mode).
 pub const SPLICE_MIN_BODY: u64 = 64 * 1024;
 
-/// The carriers and counters a flow needs from its worker.
+/// The carriers a flow needs from its worker.
 pub struct Pools {
     pub buffers: BufferPool,
     pub pipes: PipePool,
@@ -160,6 +160,8 @@ pub struct Flow {
     full_reads: u8,
     /// Bytes this flow delivered, ever.
     delivered: u64,
+    /// Try one read for body bytes before sending a head alone.
+    hold_prefix: bool,
 }
 
 impl Default for Flow {
@@ -180,6 +182,7 @@ impl Default for Flow {
             splice_broken: false,
             full_reads: 0,
             delivered: 0,
+            hold_prefix: false,
         }
     }
 }
@@ -313,6 +316,11 @@ impl Flow {
         }
     }
 
+    /// Before sending the prefix alone, look once for body bytes to send with it.
+    pub fn hold_prefix_for_body(&mut self) {
+        self.hold_prefix = self.scanned == self.start && self.framing != Framing::Complete;
+    }
+
     /// Send the prefix again from its first byte (a retry on a fresh connection).
     pub fn rewind_prefix(&mut self) -> bool {
         if self.prefix.is_some() {
@@ -384,6 +392,13 @@ impl Flow {
     ) -> Step {
         let pending = self.pending();
         if pending > 0 && dst_ready.has(Ready::WRITE) {
+            if std::mem::take(&mut self.hold_prefix) && self.state == FlowState::Open {
+                // The body usually follows its head within microseconds: one
+                // read now (EAGAIN costs one syscall) lets both leave in one
+                // segment, which saves the receiver a wake-up and a read.
+                src_ready.set(Ready::READ);
+                return self.fill(src, src_ready, pools, tally);
+            }
             return self.flush(dst, dst_ready, pools, tally);
         }
         // The destination takes nothing now (or nothing is due): read ahead

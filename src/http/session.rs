@@ -415,6 +415,7 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
         return answer_with(pair, 502, ctx);
     }
     pair.exchange.body_base = pair.to_client.delivered() + pair.to_client.prefix_pending() as u64;
+    pair.to_client.hold_prefix_for_body();
     pair.deadline = ctx.tick + ctx.ticks.idle;
     Action::Again
 }
