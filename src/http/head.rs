@@ -118,6 +118,14 @@ struct Fields {
     expect_continue: bool,
 }
 
+impl Fields {
+    /// Whether the sender lets the connection go on (RFC 9112 §9.3):
+    /// HTTP/1.1 unless it said close, HTTP/1.0 only if it said keep-alive.
+    fn persistent(&self, minor: u8) -> bool {
+        !self.close && (minor >= 1 || self.keep_alive)
+    }
+}
+
 fn trim(v: &[u8]) -> &[u8] {
     let start = v
         .iter()
@@ -258,11 +266,7 @@ pub fn parse_request(buf: &[u8], max_head: usize, max_headers: usize) -> Parsed<
             Some(n) => BodyKind::Length(n),
         }
     };
-    let keep_alive = if minor == 0 {
-        f.keep_alive && !f.close
-    } else {
-        !f.close
-    };
+    let keep_alive = f.persistent(minor);
     Parsed::Complete(RequestHead {
         method,
         minor,
@@ -319,11 +323,7 @@ pub fn parse_response(buf: &[u8], method: Method, max_head: usize) -> Parsed<Res
             None => BodyKind::UntilClose,
         }
     };
-    let allows = if minor == 0 {
-        f.keep_alive && !f.close
-    } else {
-        !f.close
-    };
+    let allows = f.persistent(minor);
     Parsed::Complete(ResponseHead {
         status,
         minor,
