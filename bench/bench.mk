@@ -18,7 +18,8 @@ BENCH_DEPS ?= proxy
 endif
 # Pass the settings given on the make command line to the scripts.
 BENCH_VARS = CONNS DURATION ROUNDS PAYLOADS TARGETS BACKEND PROXY FERRY_ARGS \
-             LOAD_CPU PROXY_CPU IDLE_CONNS SIEGE_REPS CONN_PAYLOADS
+             LOAD_CPU PROXY_CPU IDLE_CONNS SIEGE_REPS CONN_PAYLOADS \
+             HTTP_PAYLOADS FERRY_HTTP_ARGS DISTURBED_PCT RETRIES QUIET_WAIT
 BENCH_ENV = $(strip $(foreach v,$(BENCH_VARS),$(if $(filter command line,$(origin $(v))),$(v)='$($(v))')))
 
 .PHONY: bench bench-all bench-mem bench-conn bench-setup bench-clean bench-readme

@@ -75,6 +75,42 @@ cpu_ticks() { # name -> utime+stime (ticks) summed over the server's processes
   echo "$total"
 }
 
+cpu_uticks() { # name -> utime (ticks) summed over the server's processes
+  local total=0 p t
+  for p in $(server_pids "$1"); do
+    t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12}')
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+
+cpu_user_ticks() { # cpu -> user + nice ticks of that CPU so far (/proc/stat), whoever ran
+  awk -v c="cpu$1" '$1 == c {print $2 + $3}' /proc/stat
+}
+
+cpu_busy_ticks() { # cpu -> user + nice + system ticks of that CPU so far
+  awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4}' /proc/stat
+}
+
+# Wait (at most QUIET_WAIT seconds) until, over half a second, neither pinned CPU
+# is more than DISTURBED_PCT % busy.  Between wrk runs the benchmark's own
+# servers are idle, so what is busy then is other work (a build, a test suite).
+wait_quiet() {
+  local waited=0 l0 p0 l1 p1 busy
+  while :; do
+    l0=$(cpu_busy_ticks "$LOAD_CPU"); p0=$(cpu_busy_ticks "$PROXY_CPU")
+    sleep 0.5
+    l1=$(cpu_busy_ticks "$LOAD_CPU"); p1=$(cpu_busy_ticks "$PROXY_CPU")
+    busy=$(awk -v a=$((l1 - l0)) -v b=$((p1 - p0)) -v hz="$CLK_TCK" 'BEGIN { m = a > b ? a : b; printf "%.0f", m * 200 / hz }')
+    if [ "$busy" -le "${DISTURBED_PCT:-5}" ] || [ "$waited" -ge "${QUIET_WAIT:-120}" ]; then
+      [ "$waited" -gt 0 ] && say "waited ${waited} s for other work to leave the pinned CPUs (now ${busy}% busy)"
+      QUIET_WAITED=$((${QUIET_WAITED:-0} + waited))
+      return 0
+    fi
+    sleep 0.5; waited=$((waited + 1))
+  done
+}
+
 vm_kib() { # name field(VmRSS|VmHWM) -> KiB of the traffic process
   awk -v f="$2:" '$1 == f {print $2}' "/proc/$(traffic_pid "$1")/status" 2>/dev/null || echo 0
 }
@@ -188,6 +224,12 @@ new_run_dir() { # mode
   RUN_DIR="$OUT/runs/$RUN_ID"
   mkdir -p "$RUN_DIR"
   ln -sfn "runs/$RUN_ID" "$OUT/last-$1"
+  # Snapshot the ferry binary: every ferry of the run uses the same one, even
+  # if ./proxy is rebuilt while the run goes on.
+  if [ -x "$PROXY_BIN" ]; then
+    cp -p "$PROXY_BIN" "$RUN_DIR/proxy"
+    PROXY_BIN="$RUN_DIR/proxy"
+  fi
 }
 
 register() { # name kind pid port log
@@ -208,8 +250,14 @@ start_backend() { # name
     nginx)
       mkdir -p "$RUN_DIR/nginx-backend-tmp"
       conf="$RUN_DIR/$name.conf"
+      # The connection log (see nginx-backend.conf): only where reuse is measured.
+      local connlog="# no connection log"
+      if [ "${BACKEND_CONN_LOG:-0}" = 1 ]; then
+        CONN_LOG_FILE="$RUN_DIR/backend-conns.log"; : >"$CONN_LOG_FILE"
+        connlog="access_log $CONN_LOG_FILE bench_conns if=\$bench_first_request;"
+      fi
       render "$BENCH/conf/nginx-backend.conf" "$conf" PORT="$port" RUN="$RUN_DIR" WWW="$WWW" \
-        NOFILE="$NOFILE" WORKER_CONNS=$((NOFILE - 100))
+        NOFILE="$NOFILE" WORKER_CONNS=$((NOFILE - 100)) CONN_LOG="$connlog"
       taskset -c "$LOAD_CPU" nginx -p "$RUN_DIR" -e "$RUN_DIR/$name.error.log" -c "$conf" >"$log" 2>&1 &
       register "$name" nginx $! "$port" "$log" ;;
     apache)
@@ -226,11 +274,11 @@ start_backend() { # name
   BACKEND_NAME=$name
 }
 
-start_haproxy() { # name backend-port [maxconn]
+start_haproxy() { # name backend-port [maxconn [tcp|http]]
   local name=$1 port log conf
   port=$(pick_port "${HAPROXY_PORT:-}")
   log="$RUN_DIR/$name.log"; conf="$RUN_DIR/$name.cfg"
-  render "$BENCH/conf/haproxy-tcp.cfg" "$conf" PORT="$port" BACKEND_PORT="$2" RUN="$RUN_DIR" \
+  render "$BENCH/conf/haproxy-${4:-tcp}.cfg" "$conf" PORT="$port" BACKEND_PORT="$2" RUN="$RUN_DIR" \
     MAXCONN="${3:-4096}"
   taskset -c "$PROXY_CPU" haproxy -db -f "$conf" >"$log" 2>&1 &
   register "$name" haproxy $! "$port" "$log"
@@ -243,6 +291,18 @@ start_nginx_stream() { # name backend-port
   log="$RUN_DIR/$name.log"; conf="$RUN_DIR/$name.conf"
   render "$BENCH/conf/nginx-stream.conf" "$conf" PORT="$port" BACKEND_PORT="$2" RUN="$RUN_DIR" \
     NOFILE="$NOFILE" WORKER_CONNS=$((NOFILE - 100)) NGINX_MODULES="$NGINX_MODULES"
+  taskset -c "$PROXY_CPU" nginx -p "$RUN_DIR" -e "$RUN_DIR/$name.error.log" -c "$conf" >"$log" 2>&1 &
+  register "$name" nginx $! "$port" "$log"
+  wait_port "$name" "$port"
+}
+
+start_nginx_http() { # name backend-port: nginx proxy_pass with upstream keepalive
+  local name=$1 port log conf
+  port=$(pick_port "${NGINX_HTTP_PORT:-}")
+  log="$RUN_DIR/$name.log"; conf="$RUN_DIR/$name.conf"
+  mkdir -p "$RUN_DIR/nginx-http-tmp"
+  render "$BENCH/conf/nginx-http.conf" "$conf" PORT="$port" BACKEND_PORT="$2" RUN="$RUN_DIR" \
+    NOFILE="$NOFILE" WORKER_CONNS=$((NOFILE - 100))
   taskset -c "$PROXY_CPU" nginx -p "$RUN_DIR" -e "$RUN_DIR/$name.error.log" -c "$conf" >"$log" 2>&1 &
   register "$name" nginx $! "$port" "$log"
   wait_port "$name" "$port"
@@ -278,12 +338,20 @@ ferry_report() { # log
 
 # ---------------------------------------------------------------- traffic
 backend_requests() { # -> requests served so far by the backend (status page)
+  backend_counts | awk '{print $1}'
+}
+
+backend_counts() { # -> "requests accepts" so far (status page); accepts -1 if unknown (Apache)
   local port=${SRV_PORT[$BACKEND_NAME]} body
-  body=$(curl -s --max-time 5 "http://127.0.0.1:$port/bench-status?auto") || { echo -1; return; }
+  body=$(curl -s --max-time 5 "http://127.0.0.1:$port/bench-status?auto") || { echo "-1 -1"; return; }
   case "$BACKEND" in
-    nginx) awk 'NR == 3 {print $3}' <<<"$body" ;;
-    apache) awk -F': ' '/^Total Accesses:/{print $2}' <<<"$body" ;;
+    nginx) awk 'NR == 3 {print $3, $1}' <<<"$body" ;;
+    apache) awk -F': ' '/^Total Accesses:/{print $2, -1}' <<<"$body" ;;
   esac
+}
+
+conn_log_lines() { # -> connections that carried a request so far (the backend's connection log), -1 if none
+  if [ -n "${CONN_LOG_FILE:-}" ] && [ -f "$CONN_LOG_FILE" ]; then wc -l <"$CONN_LOG_FILE"; else echo -1; fi
 }
 
 # precheck name payload: status 200 and the exact bytes (compared to the file)
@@ -305,25 +373,41 @@ precheck() {
 run_wrk() {
   local mode=$1 target=$2 payload=$3 round=$4 proxy=$5 conns=$6 dur=$7
   shift 7
-  local port=${SRV_PORT[$target]} b0 b1 c0=0 c1=0 k0 k1 out json wrk_us
-  b0=$(backend_requests)
-  k0=$(cpu_ticks "$BACKEND_NAME")
-  [ "$proxy" != - ] && c0=$(cpu_ticks "$proxy")
+  local port=${SRV_PORT[$target]} b0 b1 a0 a1 n0 n1 c0=0 c1=0 k0 k1 out json wrk_us wrk_user_us
+  local u0=0 u1=0 ku0 ku1 sl0 sl1 sp0 sp1 foreign
+  read -r b0 a0 <<<"$(backend_counts)"
+  n0=$(conn_log_lines)
+  k0=$(cpu_ticks "$BACKEND_NAME"); ku0=$(cpu_uticks "$BACKEND_NAME")
+  [ "$proxy" != - ] && { c0=$(cpu_ticks "$proxy"); u0=$(cpu_uticks "$proxy"); }
+  sl0=$(cpu_user_ticks "$LOAD_CPU"); sp0=$(cpu_user_ticks "$PROXY_CPU")
   # `times` in the same subshell prints wrk's user and system time (its only child).
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${dur}s" -s "$BENCH/wrk_report.lua" "$@" \
         "http://127.0.0.1:$port/$payload" 2>&1; times) || true
+  sl1=$(cpu_user_ticks "$LOAD_CPU"); sp1=$(cpu_user_ticks "$PROXY_CPU")
   wrk_us=$(tail -n1 <<<"$out" | awk '{t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] } printf "%d", t * 1e6}')
-  [ "$proxy" != - ] && c1=$(cpu_ticks "$proxy")
-  k1=$(cpu_ticks "$BACKEND_NAME")
-  b1=$(backend_requests)
+  wrk_user_us=$(tail -n1 <<<"$out" | awk '{split($1, a, "m"); sub("s", "", a[2]); printf "%d", (a[1] * 60 + a[2]) * 1e6}')
+  [ "$proxy" != - ] && { c1=$(cpu_ticks "$proxy"); u1=$(cpu_uticks "$proxy"); }
+  k1=$(cpu_ticks "$BACKEND_NAME"); ku1=$(cpu_uticks "$BACKEND_NAME")
+  read -r b1 a1 <<<"$(backend_counts)"
+  n1=$(conn_log_lines)
+  # Other processes' user time on the two pinned CPUs during the run, in % of
+  # the run: user time of the CPU minus that of our own processes on it.  The
+  # load CPU runs wrk and the backend; the proxy CPU runs the proxy (if any).
+  foreign=$(awk -v sl=$((sl1 - sl0)) -v sp=$((sp1 - sp0)) -v ku=$((ku1 - ku0)) -v u=$((u1 - u0)) \
+    -v wu="${wrk_user_us:-0}" -v hz="$CLK_TCK" -v d="$dur" -v same=$([ "$LOAD_CPU" = "$PROXY_CPU" ] && echo 1 || echo 0) \
+    'BEGIN { fl = (sl - ku - wu * hz / 1e6) / (d * hz) * 100; fp = (sp - u) / (d * hz) * 100
+             if (same) { fl = (sl - ku - u - wu * hz / 1e6) / (d * hz) * 100; fp = fl }
+             if (fl < 0) fl = 0; if (fp < 0) fp = 0; printf "%.1f %.1f", fl, fp }')
+  read -r FOREIGN_LOAD FOREIGN_PROXY <<<"$foreign"
   json=$(sed -n 's/^WRKJSON //p' <<<"$out")
   if [ -z "$json" ]; then
     say "wrk gave no summary for $target /$payload: $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
     json='{"requests":0,"bytes":0,"duration_us":1,"err_connect":1,"err_read":0,"err_write":0,"err_status":0,"err_timeout":0,"p50_us":0,"p90_us":0,"p99_us":0,"mean_us":0,"max_us":0}'
   fi
-  printf '{"mode":"%s","target":"%s","payload":"%s","round":%s,"conns":%s,"proxy_cpu_ticks":%s,"backend_cpu_ticks":%s,"wrk_cpu_us":%s,"clk_tck":%s,"backend_before":%s,"backend_after":%s,"wrk":%s}\n' \
-    "$mode" "$target" "$payload" "$round" "$conns" "$((c1 - c0))" "$((k1 - k0))" "${wrk_us:-0}" "$CLK_TCK" "$b0" "$b1" "$json" \
-    >>"$RUN_DIR/runs.jsonl"
+  printf '{"mode":"%s","target":"%s","payload":"%s","round":%s,"conns":%s,"proxy_cpu_ticks":%s,"backend_cpu_ticks":%s,"wrk_cpu_us":%s,"clk_tck":%s,"backend_before":%s,"backend_after":%s,"accepts_before":%s,"accepts_after":%s,"connlog_before":%s,"connlog_after":%s,"foreign_load_pct":%s,"foreign_proxy_pct":%s,"wrk":%s}\n' \
+    "$mode" "$target" "$payload" "$round" "$conns" "$((c1 - c0))" "$((k1 - k0))" "${wrk_us:-0}" "$CLK_TCK" \
+    "${b0:--1}" "${b1:--1}" "${a0:--1}" "${a1:--1}" "$n0" "$n1" "$FOREIGN_LOAD" "$FOREIGN_PROXY" "$json" \
+    >>"${WRK_OUT:-$RUN_DIR/runs.jsonl}"
   LAST_WRK=$json
 }
 

@@ -27,8 +27,22 @@ LABEL = {
     "ferry-on": "ferry tcp, splice on",
     "haproxy": "HAProxy mode tcp",
     "nginx": "nginx stream",
+    "ferry-http-off": "ferry http, splice off",
+    "ferry-http-auto": "ferry http, splice auto",
+    "ferry-http-on": "ferry http, splice on",
+    "ferry-http-10k": "ferry http, splice auto, --pool-max-requests 10000",
+    "haproxy-http": "HAProxy mode http",
+    "nginx-http": "nginx proxy_pass",
     "backend": "backend",
 }
+
+TCP_REFS = ("haproxy", "nginx")
+HTTP_REFS = ("haproxy-http", "nginx-http")
+REF_NAME = {"haproxy": "HAProxy", "nginx": "nginx", "haproxy-http": "HAProxy http", "nginx-http": "nginx proxy_pass"}
+
+
+def is_http(t):
+    return t.endswith("-http") or "-http-" in t
 
 
 def label(t):
@@ -41,7 +55,9 @@ def label(t):
 
 
 def short(t):
-    return t.replace("ferry-", "ferry ")
+    if t == "ferry-http-10k":
+        return "ferry http 10k"
+    return t.replace("ferry-http-", "ferry http ").replace("ferry-", "ferry ")
 
 
 def sh(cmd):
@@ -78,7 +94,8 @@ def write_meta(path, mode):
             "siege": sh("siege -V | head -1 | awk '{print $2}'"),
         },
         "settings": {k: os.environ.get(k, "") for k in
-                     ("CONNS", "DURATION", "ROUNDS", "PAYLOADS", "TARGETS", "IDLE_CONNS", "FERRY_ARGS")},
+                     ("CONNS", "DURATION", "ROUNDS", "PAYLOADS", "TARGETS", "IDLE_CONNS", "FERRY_ARGS",
+                      "HTTP_PAYLOADS", "FERRY_HTTP_ARGS")},
         "load_cpu": os.environ.get("LOAD_CPU", ""),
         "proxy_cpu": os.environ.get("PROXY_CPU", ""),
         "backend": os.environ.get("BACKEND", "nginx"),
@@ -132,7 +149,8 @@ def header(meta, title):
         f"Apache {v.get('apache')}, wrk {v.get('wrk')}; backend: {bdesc}",
         f"- load: wrk -t1 -c{s.get('CONNS')} -d{s.get('DURATION')}s, {s.get('ROUNDS') or 1} interleaved round(s), "
         f"medians; wrk + backend on CPU {meta.get('load_cpu')}, proxy on CPU {meta.get('proxy_cpu')}"
-        + (f"; FERRY_ARGS={s.get('FERRY_ARGS')}" if s.get("FERRY_ARGS") else ""),
+        + (f"; FERRY_ARGS={s.get('FERRY_ARGS')}" if s.get("FERRY_ARGS") else "")
+        + (f"; FERRY_HTTP_ARGS={s.get('FERRY_HTTP_ARGS')}" if s.get("FERRY_HTTP_ARGS") else ""),
         "",
     ]
     return lines
@@ -160,6 +178,23 @@ def count_ok(r):
         return False
     delta = r["backend_after"] - r["backend_before"] - 1  # the status request itself
     return abs(delta - r["wrk"]["requests"]) <= r["conns"] + 5 and r["wrk"]["requests"] > 0
+
+
+def backend_conns(r):
+    """Backend connections that carried a request during this run (connection log), or None."""
+    a, b = r.get("connlog_before", -1), r.get("connlog_after", -1)
+    return b - a if a >= 0 and b >= 0 else None
+
+
+def backend_accepts(r):
+    """Connections the backend accepted during this run (stub_status), minus the status probe's own."""
+    a, b = r.get("accepts_before", -1), r.get("accepts_after", -1)
+    return b - a - 1 if a >= 0 and b >= 0 else None
+
+
+def reuse(r):
+    n = backend_conns(r)
+    return None if n is None or not r["wrk"]["requests"] else 1 - n / r["wrk"]["requests"]
 
 
 def med(xs):
@@ -203,13 +238,17 @@ def summarize(runs, mode, targets, payloads, excluded):
                 "backend_cpu_us": med([r["backend_cpu_ticks"] / r["clk_tck"] * 1e6 / r["wrk"]["requests"]
                                        for r in rs if r["wrk"]["requests"]]),
                 "total_cpu_us": med([total_cpu(r) for r in rs]),
+                "requests": med([r["wrk"]["requests"] for r in rs]),
+                "backend_conns": med([backend_conns(r) for r in rs]),
+                "backend_accepts": med([backend_accepts(r) for r in rs]),
+                "reuse": med([reuse(r) for r in rs]),
             }
             # CPU the proxy adds to the whole machine (wrk + backend + proxy), paired with direct per round
             dref = by.get((p, "direct"), {})
             row["added_cpu_us"] = None if t == "direct" else med(
                 [total_cpu(rounds[k]) - total_cpu(dref[k]) for k in rounds
                  if k in dref and total_cpu(rounds[k]) is not None and total_cpu(dref[k]) is not None])
-            for ref in ("haproxy", "nginx", "direct"):
+            for ref in TCP_REFS + HTTP_REFS + ("direct",):
                 refr = by.get((p, ref), {})
                 pairs = [rate(rounds[k]["wrk"]) / rate(refr[k]["wrk"])
                          for k in rounds if k in refr and rate(refr[k]["wrk"]) > 0]
@@ -270,6 +309,39 @@ def emit(run_dir, lines, summary, failed):
     return 0
 
 
+def pct(x):
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def ferry_vs_peers(lines, rows, payloads, ferry_ts, refs, unit):
+    """Paired req/s ratios and CPU ratios of each ferry target to the reference peers."""
+    names = [REF_NAME[r] for r in refs]
+    lines += ["", f"Ratios of ferry's {unit}/s to its peers (median of per-round ratios; > 1 means ferry is faster):", "",
+              "| payload | " + " | ".join(f"{short(t)} / {n}" for t in ferry_ts for n in names) + " |",
+              "|---|" + "--:|" * (len(refs) * len(ferry_ts))]
+    for p in payloads:
+        cells = []
+        for t in ferry_ts:
+            row = rows.get((p, t), {})
+            cells += [ratio(row.get("vs_" + ref)) for ref in refs]
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    lines += ["", f"CPU per {unit} of ferry relative to its peers (< 1 means ferry costs less). "
+              "'proxy' counts the proxy process alone; 'added' counts what the proxy adds to the whole "
+              "machine (wrk + backend + proxy, minus the same for direct in the same round):", "",
+              "| payload | " + " | ".join(f"{short(t)}: {k} / {n}" for t in ferry_ts
+                                         for n in names for k in ("proxy", "added")) + " |",
+              "|---|" + "--:|" * (2 * len(refs) * len(ferry_ts))]
+    for p in payloads:
+        cells = []
+        for t in ferry_ts:
+            for ref in refs:
+                for key in ("cpu_us", "added_cpu_us"):
+                    mine = rows.get((p, t), {}).get(key)
+                    other = rows.get((p, ref), {}).get(key)
+                    cells.append(ratio(mine / other) if mine and other and other > 0 else "-")
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+
+
 def throughput(run_dir, mode):
     runs, meta, servers, excluded = load(run_dir)
     wanted = (meta.get("settings", {}).get("TARGETS") or "").split()
@@ -282,53 +354,51 @@ def throughput(run_dir, mode):
     title = "New connections per second (Connection: close)" if conn else "Keep-alive throughput per payload"
     lines = header(meta, title)
     unit = "conn" if conn else "req"
-    lines += [f"| payload | target | {unit}/s | MB/s | p50 ms | p99 ms | errors | non-2xx "
-              f"| proxy CPU µs/{unit} | added CPU µs/{unit} | vs HAProxy | vs direct | status |",
-              "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     failed = []
-    for p in payloads:
-        for t in targets:
-            row = rows.get((p, t))
-            if row is None:
-                continue
-            if "rps" not in row:
-                lines.append(f"| {p} | {label(t)} | - | - | - | - | - | - | - | - | - | - | FAILED |")
-                failed.append(f"{p} {t}: {row['why']}")
-                continue
-            lines.append(
-                f"| {p} | {label(t)} | {row['rps']:.0f} | {row['mbps']:.1f} | {row['p50_ms']:.2f} | "
-                f"{row['p99_ms']:.2f} | {row['errors']} | {row['non2xx']} | {fmt(row['cpu_us'], '.1f')} | "
-                f"{fmt(row['added_cpu_us'], '.1f')} | "
-                f"{ratio(row['vs_haproxy'])} | {ratio(row['vs_direct'])} | {row['status']} |")
-            if row["status"] != "ok":
-                failed.append(f"{p} {t}: {row['why']}")
-    # ferry vs peers, paired per round
-    ferry_ts = [t for t in targets if t.startswith("ferry")]
-    if ferry_ts and any(t in targets for t in ("haproxy", "nginx")):
-        lines += ["", f"Ratios of ferry's {unit}/s to its peers (median of per-round ratios; > 1 means ferry is faster):", "",
-                  "| payload | " + " | ".join(f"{short(t)} / HAProxy | {short(t)} / nginx" for t in ferry_ts) + " |",
-                  "|---|" + "--:|--:|" * len(ferry_ts)]
-        for p in payloads:
-            cells = []
-            for t in ferry_ts:
-                row = rows.get((p, t), {})
-                cells += [ratio(row.get("vs_haproxy")), ratio(row.get("vs_nginx"))]
-            lines.append(f"| {p} | " + " | ".join(cells) + " |")
-        lines += ["", f"CPU per {unit} of ferry relative to its peers (< 1 means ferry costs less). "
-                  "'proxy' counts the proxy process alone; 'added' counts what the proxy adds to the whole "
-                  "machine (wrk + backend + proxy, minus the same for direct in the same round):", "",
-                  "| payload | " + " | ".join(f"{short(t)}: {k} / {ref}" for t in ferry_ts
-                                             for ref in ("HAProxy", "nginx") for k in ("proxy", "added")) + " |",
-                  "|---|" + "--:|" * (4 * len(ferry_ts))]
-        for p in payloads:
-            cells = []
-            for t in ferry_ts:
-                for ref in ("haproxy", "nginx"):
-                    for key in ("cpu_us", "added_cpu_us"):
-                        mine = rows.get((p, t), {}).get(key)
-                        other = rows.get((p, ref), {}).get(key)
-                        cells.append(ratio(mine / other) if mine and other and other > 0 else "-")
-            lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    tcp_ts = [t for t in targets if not is_http(t)]
+    http_ts = [t for t in targets if is_http(t)]
+
+    def table(ts, refs, reuse_cols, pls):
+        names = [REF_NAME[r] for r in refs]
+        extra_h = " backend conns | reuse % |" if reuse_cols else ""
+        lines.extend([f"| payload | target | {unit}/s | MB/s | p50 ms | p99 ms | errors | non-2xx "
+                      f"| proxy CPU µs/{unit} | added CPU µs/{unit} |{extra_h} vs {names[0]} |"
+                      + (f" vs {names[1]} |" if reuse_cols else "") + " vs direct | status |",
+                      "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|--:|" if reuse_cols else "")
+                      + "--:|" * (len(refs) if reuse_cols else 1) + "--:|---|"])
+        ncols = 11 + (3 if reuse_cols else 0)
+        for p in pls:
+            for t in ts:
+                row = rows.get((p, t))
+                if row is None:
+                    continue
+                if "rps" not in row:
+                    lines.append(f"| {p} | {label(t)} | " + "- | " * (ncols - 1) + "FAILED |")
+                    failed.append(f"{p} {t}: {row['why']}")
+                    continue
+                extra = (f" {fmt(row['backend_conns'], '.0f')} | {pct(row['reuse'])} |" if reuse_cols else "")
+                vs = " | ".join(ratio(row["vs_" + r]) for r in (refs if reuse_cols else refs[:1]))
+                lines.append(
+                    f"| {p} | {label(t)} | {row['rps']:.0f} | {row['mbps']:.1f} | {row['p50_ms']:.2f} | "
+                    f"{row['p99_ms']:.2f} | {row['errors']} | {row['non2xx']} | {fmt(row['cpu_us'], '.1f')} | "
+                    f"{fmt(row['added_cpu_us'], '.1f')} |{extra} {vs} | {ratio(row['vs_direct'])} | {row['status']} |")
+                if row["status"] != "ok":
+                    failed.append(f"{p} {t}: {row['why']}")
+
+    table(tcp_ts, TCP_REFS, False, payloads)
+    ferry_ts = [t for t in tcp_ts if t.startswith("ferry")]
+    if ferry_ts and any(t in targets for t in TCP_REFS):
+        ferry_vs_peers(lines, rows, payloads, ferry_ts, TCP_REFS, unit)
+    if http_ts:
+        hp = [p for p in payloads if any((p, t) in rows for t in http_ts)]
+        lines += ["", "#### HTTP mode (ferry -m http, HAProxy mode http, nginx proxy_pass)", "",
+                  "Same rounds, same direct baseline. 'backend conns' is the median number of backend connections "
+                  "that carried a request during one timed run (the backend's connection log); "
+                  "reuse % = 1 - backend conns / requests.", ""]
+        table((["direct"] if "direct" in targets else []) + http_ts, HTTP_REFS, True, hp)
+        ferry_h = [t for t in http_ts if t.startswith("ferry")]
+        if ferry_h and any(t in targets for t in HTTP_REFS):
+            ferry_vs_peers(lines, {k: v for k, v in rows.items() if k[0] in hp}, hp, ferry_h, HTTP_REFS, unit)
     if servers:
         lines += ["", "Peak RSS of each server over the whole run (VmHWM of the process that carries the traffic; "
                   "for nginx the worker):", "", "| server | peak RSS MiB | notes |", "|---|--:|---|"]
@@ -343,6 +413,14 @@ def throughput(run_dir, mode):
                     b = int(rep.get("bytes_backend_to_client", 0))
                     sp = int(rep.get("bytes_spliced_backend_to_client", 0) or 0)
                     notes.append(f"{b / 1e9:.2f} GB backend->client, {100 * sp / b if b else 0:.0f}% spliced")
+                hits, misses = int(rep.get("backend_pool_hits", 0) or 0), int(rep.get("backend_pool_misses", 0) or 0)
+                if is_http(name) and hits + misses:
+                    notes.append(f"{int(rep.get('http_requests', 0) or 0)} requests, backend pool hits "
+                                 f"{100 * hits / (hits + misses):.2f}% ({misses} new backend connections), "
+                                 f"5xx {rep.get('http_responses_5xx', '?')}")
+                for k in ("errors", "client_aborts"):
+                    if k in rep:
+                        notes.append(f"{k} {rep[k]}")
                 if not rep:
                     notes.append("no statistics report on SIGTERM")
             lines.append(f"| {label(name)} | {kib_to_mib(s['hwm_kib'])} | {', '.join(notes)} |")
@@ -361,8 +439,33 @@ def throughput(run_dir, mode):
                          f"{s.get('successful_transactions', '-')} | {s.get('failed_transactions', '-')} |")
             if s.get("failed_transactions"):
                 failed.append(f"siege {r['target']}: {s.get('failed_transactions')} failed transactions")
+    lines += disturbance_notes(run_dir, runs, mode)
     summary = {f"{p} {t}": v for (p, t), v in rows.items()}
     return emit(run_dir, lines, summary, failed)
+
+
+def disturbance_notes(run_dir, runs, mode):
+    """Runs repeated (or kept) because other processes ran on the pinned CPUs."""
+    limit = float(os.environ.get("DISTURBED_PCT") or 5)
+    repeated = []
+    p = os.path.join(run_dir, "disturbed.jsonl")
+    if os.path.exists(p):
+        with open(p) as f:
+            repeated = [json.loads(line) for line in f if line.strip()]
+    kept = [r for r in runs if r.get("mode") == mode and
+            max(r.get("foreign_load_pct", 0), r.get("foreign_proxy_pct", 0)) > limit]
+    ok = [r for r in runs if r.get("mode") == mode and "foreign_load_pct" in r]
+    if not ok:
+        return []
+    worst = max(max(r["foreign_load_pct"], r["foreign_proxy_pct"]) for r in ok)
+    out = ["", f"Other load on the pinned CPUs (user time of processes that are not part of the benchmark): "
+           f"{len(repeated)} run(s) were repeated because it exceeded {limit:g}% of a CPU; "
+           f"in the runs kept, the highest was {worst:.1f}%."]
+    if kept:
+        out.append("Kept although disturbed (retries exhausted): " + "; ".join(
+            f"round {r['round']} {r['payload']} {r['target']} ({r['foreign_load_pct']:.0f}% / "
+            f"{r['foreign_proxy_pct']:.0f}%)" for r in kept) + ".")
+    return out
 
 
 def matrix(run_dir):
@@ -397,6 +500,7 @@ def matrix(run_dir):
             t, row = best[p]
             lines.append(f"| {p} | {label(t)} | {row['rps']:.0f} | {fmt(row['cpu_us'], '.1f')} | "
                          f"{ratio(row['vs_haproxy'])} |")
+    lines += disturbance_notes(run_dir, runs, "all")
     return emit(run_dir, lines, {f"{p} {t}": v for (p, t), v in rows.items()}, failed)
 
 
@@ -483,8 +587,29 @@ def readme(out_dir):
         cpu = f", CPU ×{mine / other:.2f}" if mine and other else ""
         return f"×{x:.2f}{cpu}"
     for p in payloads:
+        if not any(f"{p} {t}" in summ for t in ("ferry-auto", "ferry-off", "haproxy", "nginx")):
+            continue
         lines.append(f"| {p} | {cell(p, 'ferry-auto')} | {cell(p, 'ferry-off')} | {cell(p, 'haproxy')} | "
                      f"{cell(p, 'nginx')} | {rat(p, 'ferry-auto', 'haproxy')} | {rat(p, 'ferry-auto', 'nginx')} |")
+    hts = [t for t in ("ferry-http-auto", "ferry-http-10k", "haproxy-http", "nginx-http")]
+    hp = [p for p in payloads if any(f"{p} {t}" in summ for t in hts)]
+    if hp:
+        def reu(p, t):
+            r = summ.get(f"{p} {t}", {})
+            return "-" if r.get("reuse") is None else f"{100 * r['reuse']:.2f}%"
+        lines += ["", "HTTP mode (`-m http`, ferry's defaults: `--pool-max-requests 100`; '10k': "
+                  "`--pool-max-requests 10000`) against HAProxy `mode http` and nginx `proxy_pass` with "
+                  "`keepalive 32`; backend connection reuse = 1 - backend connections / requests:", "",
+                  "| payload | ferry http (splice auto) | HAProxy mode http | nginx proxy_pass "
+                  "| ferry / HAProxy | ferry / nginx | ferry 10k / HAProxy | ferry 10k / nginx "
+                  "| reuse: ferry, ferry 10k, HAProxy, nginx |",
+                  "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
+        for p in hp:
+            lines.append(f"| {p} | {cell(p, 'ferry-http-auto')} | {cell(p, 'haproxy-http')} | "
+                         f"{cell(p, 'nginx-http')} | {rat(p, 'ferry-http-auto', 'haproxy-http')} | "
+                         f"{rat(p, 'ferry-http-auto', 'nginx-http')} | {rat(p, 'ferry-http-10k', 'haproxy-http')} | "
+                         f"{rat(p, 'ferry-http-10k', 'nginx-http')} | "
+                         + ", ".join(reu(p, t) for t in hts) + " |")
     csumm, cmeta = last("conn")
     if csumm:
         parts = []
