@@ -153,8 +153,11 @@ impl Worker {
         let max_pairs = cfg.max_conns;
         let http = listeners.iter().any(|l| l.mode == Mode::Http);
         let logging = listeners.iter().any(|l| l.access_log.is_some());
-        // An HTTP pair may hold a rewritten head besides its two buffers.
-        let buffers = if http { 3 * max_pairs } else { 2 * max_pairs };
+        // An HTTP pair may hold a rewritten head besides the buffer of each
+        // direction (a request head kept for a retry, a response head, an
+        // upload and a response in flight at once). The reservation is
+        // address space; pages are used only by buffers in flight.
+        let buffers = if http { 4 * max_pairs } else { 2 * max_pairs };
         let pooled: usize = listeners.iter().map(|l| l.http.pool_size * l.count).sum();
         let now = Instant::now();
         let wheel = TimerWheel::new(now);
