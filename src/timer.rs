@@ -40,10 +40,6 @@ impl Default for TimerNode {
 }
 
 impl TimerNode {
-    pub fn is_armed(&self) -> bool {
-        self.armed
-    }
-
     /// The tick this timer is armed for, if armed.
     pub fn when(&self) -> Option<u64> {
         self.armed.then_some(self.when)

@@ -86,14 +86,6 @@ impl ChunkScanner {
         self.state == State::Done
     }
 
-    /// In chunk data with this many bytes left.
-    pub fn data_left(&self) -> u64 {
-        match self.state {
-            State::Data(n) => n,
-            _ => 0,
-        }
-    }
-
     /// Walk `bytes`; returns how many belong to this message (all of them
     /// unless the message ends inside `bytes`).
     pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
