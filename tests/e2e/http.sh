@@ -16,74 +16,15 @@
 # Usage: tests/e2e/http.sh [PATH_TO_PROXY]   (default ./proxy)
 # Last line: "N passed, N failed"; exit status non-zero on any failure.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
-PROXY_BIN=${1:-./proxy}
-if [[ ! -x $PROXY_BIN ]]; then
-    echo "e2e-http: proxy binary not found or not executable: $PROXY_BIN" >&2
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-PROXY_BIN=$(cd "$(dirname "$PROXY_BIN")" && pwd)/$(basename "$PROXY_BIN")
+e2e_init e2e-http "${1:-./proxy}"
 
-PASSED=0
-FAILED=0
-pass() { PASSED=$((PASSED + 1)); echo "ok   $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $*"; }
-
-# --- packages -----------------------------------------------------------------
-find_nginx() { command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true; }
-find_apache() { command -v apache2 2>/dev/null || { [[ -x /usr/sbin/apache2 ]] && echo /usr/sbin/apache2; } || true; }
-APACHE_MODDIR=/usr/lib/apache2/modules
-missing=()
-command -v curl >/dev/null 2>&1 || missing+=(curl)
-[[ -n $(find_nginx) ]] || missing+=(nginx)
-if [[ -z $(find_apache) || ! -e $APACHE_MODDIR/mod_cgi.so ]]; then missing+=(apache2); fi
-if ((${#missing[@]})); then
-    SUDO=""
-    if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; fi
-    echo "e2e-http: installing ${missing[*]}"
-    # Keep the packages' services from being started on install.
-    policy_created=0
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-        $SUDO chmod +x /usr/sbin/policy-rc.d
-        policy_created=1
-    fi
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    if ((policy_created)); then $SUDO rm -f /usr/sbin/policy-rc.d; fi
-fi
+# --- packages, workspace and cleanup ---------------------------------------------
+e2e_install curl nginx apache2
 NGINX=$(find_nginx)
 APACHE=$(find_apache)
-command -v python3 >/dev/null 2>&1 || { echo "e2e-http: python3 is needed to pick a free port" >&2; exit 1; }
-
-# --- workspace and cleanup ---------------------------------------------------------
-TMP=$(mktemp -d /tmp/ferry-e2e-http.XXXXXX)
-NGINX_PID=""
-APACHE_PID=""
-PROXY_PID=""
-stop_pid() {
-    local pid=$1
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    set +e
-    if [[ -n $PROXY_PID ]]; then kill -KILL "$PROXY_PID" 2>/dev/null; wait "$PROXY_PID" 2>/dev/null; fi
-    stop_pid "$NGINX_PID"
-    stop_pid "$APACHE_PID"
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-sha() { sha256sum <"$1" | cut -d' ' -f1; }
+e2e_workspace ferry-e2e-http
 
 # --- content -------------------------------------------------------------------
 mkdir -p "$TMP/www" "$TMP/logs" "$TMP/cgi" "$TMP/dav" "$TMP/apache/run" "$TMP/apache/lock"
@@ -91,11 +32,7 @@ mkdir -p "$TMP/www" "$TMP/logs" "$TMP/cgi" "$TMP/dav" "$TMP/apache/run" "$TMP/ap
 # (and, for WebDAV, write the upload directory).
 chmod 755 "$TMP" "$TMP/www" "$TMP/cgi" "$TMP/apache"
 chmod 1777 "$TMP/dav" "$TMP/logs" "$TMP/apache/run" "$TMP/apache/lock"
-head -c 1024 /dev/urandom >"$TMP/www/f1k.bin"
-head -c $((1024 * 1024)) /dev/urandom >"$TMP/www/f1m.bin"
-head -c $((16 * 1024 * 1024)) /dev/urandom >"$TMP/www/f16m.bin"
-FILES=(f1k.bin f1m.bin f16m.bin)
-chmod 644 "$TMP"/www/*
+e2e_content
 head -c $((1024 * 1024)) /dev/urandom >"$TMP/upload.bin"
 UPLOAD_SHA=$(sha "$TMP/upload.bin")
 # A CGI that answers the sha256 of the request body (Apache sends it chunked).
@@ -139,16 +76,7 @@ http {
     }
 }
 EOF
-    local eflag=()
-    if "$NGINX" -h 2>&1 | grep -q -- '-e filename'; then eflag=(-e "$TMP/logs/nginx-error.log"); fi
-    "$NGINX" "${eflag[@]}" -p "$TMP" -c "$TMP/nginx.conf" >"$TMP/logs/nginx.out" 2>&1 &
-    NGINX_PID=$!
-    for _ in $(seq 100); do
-        if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/f1k.bin"; then return 0; fi
-        if ! kill -0 "$NGINX_PID" 2>/dev/null; then wait "$NGINX_PID" 2>/dev/null || true; NGINX_PID=""; return 1; fi
-        sleep 0.1
-    done
-    return 1
+    e2e_start_nginx "$port" "$TMP/nginx.conf" "$TMP/logs/nginx-error.log"
 }
 
 # --- Apache httpd ---------------------------------------------------------------
@@ -205,27 +133,11 @@ EOF
         "$APACHE" -d "$TMP/apache" -f "$TMP/apache/httpd.conf" -DFOREGROUND \
         >"$TMP/logs/apache.out" 2>&1 &
     APACHE_PID=$!
-    for _ in $(seq 100); do
-        if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/f1k.bin"; then return 0; fi
-        if ! kill -0 "$APACHE_PID" 2>/dev/null; then wait "$APACHE_PID" 2>/dev/null || true; APACHE_PID=""; return 1; fi
-        sleep 0.1
-    done
-    return 1
+    e2e_wait_http "$port" APACHE_PID
 }
 
-
-NGINX_PORT=""
-for _ in 1 2 3 4 5; do
-    p=$(free_port)
-    if start_nginx "$p"; then NGINX_PORT=$p; break; fi
-    stop_pid "$NGINX_PID"; NGINX_PID=""
-done
-APACHE_PORT=""
-for _ in 1 2 3 4 5; do
-    p=$(free_port)
-    if start_apache "$p"; then APACHE_PORT=$p; break; fi
-    stop_pid "$APACHE_PID"; APACHE_PID=""
-done
+e2e_start_on_free_port NGINX_PORT start_nginx NGINX_PID || true
+e2e_start_on_free_port APACHE_PORT start_apache APACHE_PID || true
 if [[ -z $NGINX_PORT ]]; then
     fail "nginx did not start"
     cat "$TMP/logs/nginx-error.log" "$TMP/logs/nginx.out" 2>/dev/null >&2 || true
@@ -240,46 +152,19 @@ else
 fi
 
 # --- the proxy -----------------------------------------------------------------------
-PROXY_LOG=""
-start_proxy() {
-    local tag=$1 port=$2 splice=$3
-    PROXY_LOG=$TMP/logs/proxy-$tag.log
-    "$PROXY_BIN" -m http -l 127.0.0.1 -p 0 --backend "127.0.0.1:$port" -w 1 --max-conns 64 \
-        --splice "$splice" 2>"$PROXY_LOG" &
-    PROXY_PID=$!
-    PROXY_ADDR=""
-    for _ in $(seq 100); do
-        PROXY_ADDR=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$PROXY_LOG" | head -n 1)
-        [[ -n $PROXY_ADDR ]] && return 0
-        kill -0 "$PROXY_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    return 1
-}
-
 # The value of metric $2 in the last report of log $1.
 metric() { awk -v k="$2" '$1 == k { v = $2 } END { print v }' "$1"; }
 
+# e2e_stop_proxy, then the final report's backend reuse and 5xx count.
 stop_proxy() {
-    local tag=$1 status=0
-    kill -TERM "$PROXY_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$PROXY_PID" 2>/dev/null; then
-        fail "$tag: proxy did not exit within 10 s of SIGTERM"
-        kill -KILL "$PROXY_PID" 2>/dev/null || true
-    fi
-    wait "$PROXY_PID" 2>/dev/null || status=$?
-    PROXY_PID=""
-    if ((status == 0)); then pass "$tag: SIGTERM exits 0"; else fail "$tag: SIGTERM exit status $status"; fi
-    if grep -q 'ferry: report end' "$PROXY_LOG"; then
-        pass "$tag: final report printed"
+    local tag=$1
+    e2e_stop_proxy "$tag"
+    if ((PROXY_REPORTED)); then
         local hits fivexx
         hits=$(metric "$PROXY_LOG" backend_pool_hits)
         fivexx=$(metric "$PROXY_LOG" http_responses_5xx)
         if [[ ${hits:-0} -gt 0 ]]; then pass "$tag: backend_pool_hits $hits"; else fail "$tag: backend_pool_hits ${hits:-missing}"; fi
         if [[ ${fivexx:-1} -eq 0 ]]; then pass "$tag: no 5xx"; else fail "$tag: http_responses_5xx ${fivexx:-missing}"; fi
-    else
-        fail "$tag: no final report at exit"
     fi
 }
 
@@ -298,25 +183,13 @@ log_lines() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
 run_suite() {
     local server=$1 port=$2 splice=$3 log=$4
     local tag="$server --splice $splice"
-    if ! start_proxy "$server-$splice" "$port" "$splice"; then
-        fail "$tag: proxy did not print its listening line"
-        cat "$PROXY_LOG" >&2 || true
-        if [[ -n $PROXY_PID ]]; then kill -KILL "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=""; fi
-        return
-    fi
+    e2e_start_proxy "$tag" "$TMP/logs/proxy-$server-$splice.log" -m http -l 127.0.0.1 -p 0 \
+        --backend "127.0.0.1:$port" -w 1 --max-conns 64 --splice "$splice" || return 0
     echo "e2e-http: $tag: proxy $PROXY_PID on $PROXY_ADDR"
     local base="http://$PROXY_ADDR"
 
     # One request per client connection, byte-exact.
-    for f in "${FILES[@]}"; do
-        local out=$TMP/out-$f
-        if curl -sS --fail --max-time 60 -o "$out" "$base/$f"; then
-            if [[ $(sha "$TMP/www/$f") == "$(sha "$out")" ]]; then pass "$tag: GET /$f"; else fail "$tag: GET /$f sha256 differs"; fi
-        else
-            fail "$tag: GET /$f: curl failed"
-        fi
-        rm -f "$out"
-    done
+    e2e_check_gets "$tag" "$base"
 
     # Several requests on one keep-alive client connection.
     local args=() ok=1
@@ -422,5 +295,4 @@ if [[ -n $APACHE_PORT ]]; then
     for splice in on off; do run_suite apache "$APACHE_PORT" "$splice" "$TMP/logs/apache-access.log"; done
 fi
 
-echo "$PASSED passed, $FAILED failed"
-((FAILED == 0))
+e2e_summary
