@@ -24,6 +24,8 @@ pub struct Conn {
     /// Taken from the pool for the current request (a failure may be a
     /// stale connection rather than a dead backend).
     pub reused: bool,
+    /// Carrying a request now (counted in its backend's load).
+    pub busy: bool,
     pub timer: TimerNode,
 }
 
@@ -43,6 +45,7 @@ impl Conn {
             owner: Some(owner),
             requests: 0,
             reused: false,
+            busy: false,
             timer: TimerNode::default(),
         }
     }

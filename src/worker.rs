@@ -102,8 +102,9 @@ impl Listener {
 /// A backend as this worker sees it: shared health, own load and idle pool.
 struct Backend {
     state: Arc<BackendState>,
-    /// Connections of this worker to it, serving or pooled.
-    active: u32,
+    /// Connections of this worker to it carrying a request now (the load
+    /// least-conn and p2c compare; idle pooled ones do not count).
+    busy: u32,
     /// Pooled connections (slots in `conns`), most recently used last.
     idle: Vec<usize>,
 }
@@ -183,7 +184,7 @@ impl Worker {
             .into_iter()
             .map(|state| Backend {
                 state,
-                active: 0,
+                busy: 0,
                 idle: Vec::with_capacity(64),
             })
             .collect();
@@ -503,7 +504,7 @@ impl Worker {
                 &mut self.rng,
                 pair.exchange.tried,
                 |i| backends[first + i].state.is_up(),
-                |i| backends[first + i].active,
+                |i| backends[first + i].busy,
             );
             let index = match pick {
                 Pick::Backend(i) => i,
@@ -535,6 +536,8 @@ impl Worker {
                     let conn = &mut self.conns[c];
                     conn.owner = Some(slot);
                     conn.reused = true;
+                    conn.busy = true;
+                    self.backends[b].busy += 1;
                     pair.backend = Some(c);
                     let listener = &self.listeners[pair.listener as usize];
                     let mut ctx = Self::session_ctx(
@@ -589,7 +592,7 @@ impl Worker {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         self.conns.insert(Conn::new(gen, stream, b as u16, owner));
-        self.backends[b].active += 1;
+        self.mark_busy(slot, true);
         Ok(slot)
     }
 
@@ -603,6 +606,7 @@ impl Worker {
         let Some(c) = self.pairs[slot].backend else {
             return;
         };
+        self.mark_busy(c, false);
         let pair = &self.pairs[slot];
         let conn = &mut self.conns[c];
         let b = conn.backend as usize;
@@ -656,17 +660,32 @@ impl Worker {
         }
         self.counters.backend_pool_hits += 1;
         self.conns[c].reused = true;
+        self.mark_busy(c, true);
         let pair = &mut self.pairs[slot];
         pair.exchange.tried |= 1u64 << (b - first).min(63);
         true
     }
 
+    /// Count connection `c` as carrying a request to its backend, or not.
+    fn mark_busy(&mut self, c: usize, busy: bool) {
+        let conn = &mut self.conns[c];
+        if conn.busy != busy {
+            conn.busy = busy;
+            let backend = &mut self.backends[conn.backend as usize];
+            if busy {
+                backend.busy += 1;
+            } else {
+                backend.busy -= 1;
+            }
+        }
+    }
+
     /// The one way out of the connection slab.
     fn close_conn(&mut self, c: usize) {
         self.conn_wheel.cancel(&mut self.conns, c);
+        self.mark_busy(c, false);
         let conn = self.conns.remove(c);
         let backend = &mut self.backends[conn.backend as usize];
-        backend.active -= 1;
         if conn.owner.is_none() {
             if let Some(i) = backend.idle.iter().position(|&s| s == c) {
                 backend.idle.swap_remove(i);

@@ -358,3 +358,50 @@ fn a_backend_that_starts_refusing_is_taken_out_by_tcp_health_checks() {
         "a backend the checks found down must not be tried by requests"
     );
 }
+
+#[test]
+fn least_conn_counts_requests_in_flight_not_idle_pooled_connections() {
+    let a_healthy = Arc::new(AtomicBool::new(false));
+    let a_checks = Arc::new(AtomicUsize::new(0));
+    let b_checks = Arc::new(AtomicUsize::new(0));
+    let a = health_backend("A", a_healthy.clone(), a_checks.clone());
+    let b = health_backend("B", Arc::new(AtomicBool::new(true)), b_checks.clone());
+    let proxy = Proxy::http(
+        &[a.addr, b.addr],
+        &[
+            "-w",
+            "1",
+            "--balance",
+            "least-conn",
+            "--health-check",
+            "http:/health",
+            "--health-interval",
+            "0.2",
+            "--health-rise",
+            "1",
+            "--health-fall",
+            "1",
+        ],
+    );
+    wait_checks(&a_checks, 2, "A failing");
+    // Five requests at once, all to B (A is down): B ends with five idle
+    // pooled connections.
+    let mut clients: Vec<HttpConn> = (0..5).map(|_| HttpConn::connect(proxy.addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(&get(&format!("/warm{i}")));
+    }
+    for c in clients.iter_mut() {
+        assert_eq!(c.read_response(false).status(), 200);
+    }
+    drop(clients);
+    let n = a_checks.load(Ordering::SeqCst);
+    a_healthy.store(true, Ordering::SeqCst);
+    wait_checks(&a_checks, n + 2, "A recovering");
+    // Nothing is in flight now: idle pooled connections are no load, so the
+    // two backends share the next requests instead of A taking them all.
+    let got = spread(&proxy, 10);
+    assert!(
+        count(&got, "B") >= 3 && count(&got, "A") >= 3,
+        "least-conn must not count B's idle pooled connections as load: {got:?}"
+    );
+}
