@@ -618,7 +618,17 @@ impl Worker {
             healthy = sys::is_quiet(conn.stream.as_raw_fd());
             conn.ready.clear(Ready::READ);
         }
+        if healthy && conn.requests + 1 >= listener.http.pool_max_requests {
+            // Retired after its last request: nothing is in flight, so close
+            // it without TIME_WAIT, which would otherwise hold one of the
+            // few thousand local ports toward this backend for a minute.
+            self.pairs[slot].backend = None;
+            conn.owner = None;
+            return self.close_conn_idle(c);
+        }
+        // --pool-size 0 means no idle backend connection is kept at all.
         if healthy
+            && listener.http.pool_size > 0
             && self.backends[b].idle.len() >= listener.http.pool_size
             && pair.phase == Phase::Waiting
         {
@@ -680,6 +690,13 @@ impl Worker {
         }
     }
 
+    /// Close a backend connection with no request in flight: a reset
+    /// (SO_LINGER 0) rather than FIN and TIME_WAIT, since no byte is owed.
+    fn close_conn_idle(&mut self, c: usize) {
+        let _ = socket2::SockRef::from(&self.conns[c].stream).set_linger(Some(Duration::ZERO));
+        self.close_conn(c);
+    }
+
     /// The one way out of the connection slab.
     fn close_conn(&mut self, c: usize) {
         self.conn_wheel.cancel(&mut self.conns, c);
@@ -712,7 +729,7 @@ impl Worker {
         self.conn_wheel.expire(&mut self.conns, self.now, &mut due);
         for &c in &due {
             self.counters.backend_pool_evictions += 1;
-            self.close_conn(c);
+            self.close_conn_idle(c);
         }
         due.clear();
         self.wheel.expire(&mut self.pairs, self.now, &mut due);

@@ -138,6 +138,19 @@ fn pool_size_zero_keeps_no_idle_connection() {
         3,
         "no backend connection reused with --pool-size 0"
     );
+    // Nor kept with a keep-alive client between its requests.
+    let mut c = HttpConn::connect(proxy.addr);
+    for i in 0..3 {
+        assert_eq!(
+            c.roundtrip(&get(&format!("/k{i}"))).body,
+            format!("A /k{i}").as_bytes()
+        );
+    }
+    assert_eq!(
+        backend.request_conns(),
+        6,
+        "a keep-alive client's requests each need a new backend connection with --pool-size 0"
+    );
     assert_eq!(proxy.report().u("backend_pool_hits"), 0);
 }
 
@@ -264,4 +277,49 @@ fn a_post_with_a_body_on_a_stale_pooled_connection_is_not_retried() {
         .filter(|r| r.head.method() == "POST")
         .count();
     assert_eq!(posts, 1, "the backend must see the POST exactly once");
+}
+
+/// TIME_WAIT sockets on this host whose remote port is `port` (/proc/net/tcp).
+fn time_wait_towards(port: u16) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() > 3
+                && cols[3] == "06"
+                && cols[2]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+        .count()
+}
+
+#[test]
+fn connections_retired_at_pool_max_requests_leave_no_time_wait() {
+    let backend = HttpBackend::named("A");
+    let port = backend.addr.port();
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--pool-max-requests", "1"]);
+    let before = time_wait_towards(port);
+    let mut c = HttpConn::connect(proxy.addr);
+    for i in 0..20 {
+        assert_eq!(
+            c.roundtrip(&get(&format!("/{i}"))).body,
+            format!("A /{i}").as_bytes()
+        );
+    }
+    assert!(
+        backend.request_conns() >= 20,
+        "each request used its own backend connection"
+    );
+    // Every connection was retired idle after its one request: closed with a
+    // reset, so none of them holds a local port in TIME_WAIT. (The health
+    // checker's probes close normally; allow the one or two it may make.)
+    let after = time_wait_towards(port);
+    assert!(
+        after <= before + 2,
+        "retired backend connections must not linger in TIME_WAIT: {before} before, {after} after 20"
+    );
 }

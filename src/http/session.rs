@@ -454,10 +454,12 @@ fn finish(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
         emit_record(ctx.log, ctx.records, r, ctx.counters);
         pair.exchange.log = None;
     }
+    // Whether the connection ended its exchange cleanly; the worker decides
+    // whether it still has requests left (--pool-max-requests).
     let reuse = ex.backend_reusable
         && pair.to_client.leftover() == 0
         && pair.to_client.state == FlowState::Open
-        && conn.is_some_and(|c| c.requests + 1 < ctx.cfg.pool_max_requests);
+        && conn.is_some();
     pair.to_backend.drop_prefix(ctx.pools);
     pair.to_client.release(ctx.pools);
     pair.to_client.state = FlowState::Open;
