@@ -260,28 +260,54 @@ fn wait_checks(checks: &AtomicUsize, at_least: usize, what: &str) {
     }
 }
 
-#[test]
-fn active_http_health_checks_take_a_failing_backend_out_and_bring_it_back() {
+/// Backends A (its /health fails until `a_healthy` is set) and B (healthy)
+/// behind one worker with http:/health checks every 0.2 s, plus `extra` flags.
+/// Bind every backend field: a backend dropped stops serving.
+struct HealthSetup {
+    a: HttpBackend,
+    _b: HttpBackend,
+    a_healthy: Arc<AtomicBool>,
+    a_checks: Arc<AtomicUsize>,
+    b_checks: Arc<AtomicUsize>,
+    proxy: Proxy,
+}
+
+fn failing_a_healthy_b(extra: &[&str]) -> HealthSetup {
     let a_healthy = Arc::new(AtomicBool::new(false));
     let a_checks = Arc::new(AtomicUsize::new(0));
     let b_checks = Arc::new(AtomicUsize::new(0));
     let a = health_backend("A", a_healthy.clone(), a_checks.clone());
     let b = health_backend("B", Arc::new(AtomicBool::new(true)), b_checks.clone());
-    let proxy = Proxy::http(
-        &[a.addr, b.addr],
-        &[
-            "-w",
-            "1",
-            "--health-check",
-            "http:/health",
-            "--health-interval",
-            "0.2",
-            "--health-rise",
-            "2",
-            "--health-fall",
-            "2",
-        ],
-    );
+    let mut args = vec![
+        "-w",
+        "1",
+        "--health-check",
+        "http:/health",
+        "--health-interval",
+        "0.2",
+    ];
+    args.extend_from_slice(extra);
+    let proxy = Proxy::http(&[a.addr, b.addr], &args);
+    HealthSetup {
+        a,
+        _b: b,
+        a_healthy,
+        a_checks,
+        b_checks,
+        proxy,
+    }
+}
+
+#[test]
+fn active_http_health_checks_take_a_failing_backend_out_and_bring_it_back() {
+    let HealthSetup {
+        a,
+        _b,
+        a_healthy,
+        a_checks,
+        b_checks,
+        proxy,
+    } = failing_a_healthy_b(&["--health-rise", "2", "--health-fall", "2"]);
     // Two failed checks take A down; wait for a third to be sure it counted.
     wait_checks(&a_checks, 3, "A failing");
     let got = spread(&proxy, 12);
@@ -361,28 +387,21 @@ fn a_backend_that_starts_refusing_is_taken_out_by_tcp_health_checks() {
 
 #[test]
 fn least_conn_counts_requests_in_flight_not_idle_pooled_connections() {
-    let a_healthy = Arc::new(AtomicBool::new(false));
-    let a_checks = Arc::new(AtomicUsize::new(0));
-    let b_checks = Arc::new(AtomicUsize::new(0));
-    let a = health_backend("A", a_healthy.clone(), a_checks.clone());
-    let b = health_backend("B", Arc::new(AtomicBool::new(true)), b_checks.clone());
-    let proxy = Proxy::http(
-        &[a.addr, b.addr],
-        &[
-            "-w",
-            "1",
-            "--balance",
-            "least-conn",
-            "--health-check",
-            "http:/health",
-            "--health-interval",
-            "0.2",
-            "--health-rise",
-            "1",
-            "--health-fall",
-            "1",
-        ],
-    );
+    let HealthSetup {
+        a: _a,
+        _b,
+        a_healthy,
+        a_checks,
+        proxy,
+        ..
+    } = failing_a_healthy_b(&[
+        "--balance",
+        "least-conn",
+        "--health-rise",
+        "1",
+        "--health-fall",
+        "1",
+    ]);
     wait_checks(&a_checks, 2, "A failing");
     // Five requests at once, all to B (A is down): B ends with five idle
     // pooled connections.
