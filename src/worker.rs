@@ -885,8 +885,7 @@ impl Worker {
                             .arm(&mut self.pairs, slot, self.tick + self.connect_ticks);
                     }
                     Err(e) => {
-                        let addr = self.backends[b].state.addr;
-                        self.log_limited(format_args!("connect to {addr} failed: {e}"));
+                        // close_pair counts and logs the failure.
                         self.close_pair(
                             slot,
                             CloseReason::ConnectFailed(e.raw_os_error().unwrap_or(libc::EIO)),
@@ -942,16 +941,23 @@ impl Worker {
             CloseReason::IdleTimeout => c.idle_timeouts += 1,
             CloseReason::Stalled => c.pairs_stalled += 1,
         }
-        let first = self.listeners[pair.listener as usize].first;
-        let backend = self.backends[first].state.addr;
+        // Only TCP pairs close for a connect failure; their one backend is
+        // the listener's first (HTTP retries another backend instead).
+        let backend = || {
+            self.backends[self.listeners[pair.listener as usize].first]
+                .state
+                .addr
+        };
         match reason {
             CloseReason::ConnectFailed(e) => {
+                let backend = backend();
                 self.log_limited(format_args!(
                     "connect to {backend} failed: {}",
                     sys::errno_name(e)
                 ));
             }
             CloseReason::ConnectTimeout => {
+                let backend = backend();
                 self.log_limited(format_args!("connect to {backend} timed out"))
             }
             CloseReason::Stalled => {

@@ -86,26 +86,7 @@ fn upload_all_sizes(mode: &str) {
         );
         total += (HEADER_LEN + n) as u64;
     }
-    let r = proxy.wait_idle();
-    assert_eq!(
-        r.u("bytes_client_to_backend"),
-        total,
-        "--splice {mode}: bytes_client_to_backend"
-    );
-    let spliced = r.u("bytes_spliced_client_to_backend");
-    assert!(
-        spliced <= total,
-        "spliced bytes {spliced} exceed relayed bytes {total}"
-    );
-    match mode {
-        "on" => assert!(
-            spliced > 0,
-            "--splice on relayed {total} bytes without splicing any"
-        ),
-        "off" => assert_eq!(spliced, 0, "--splice off must not splice"),
-        _ => {}
-    }
-    assert_back_to_baseline(&proxy, baseline, if mode == "off" { 0 } else { 2 });
+    assert_relayed(&proxy, baseline, mode, "client_to_backend", total);
 }
 
 /// Backend -> client: the backend streams n bytes, the client compares each byte.
@@ -128,13 +109,19 @@ fn download_all_sizes(mode: &str) {
         );
         total += n as u64;
     }
+    assert_relayed(&proxy, baseline, mode, "backend_to_client", total);
+}
+
+/// Once idle, the report counts exactly `total` bytes in `direction`, splice
+/// was used as `mode` says, and the proxy is back to its baseline.
+fn assert_relayed(proxy: &Proxy, baseline: FdKinds, mode: &str, direction: &str, total: u64) {
     let r = proxy.wait_idle();
     assert_eq!(
-        r.u("bytes_backend_to_client"),
+        r.u(&format!("bytes_{direction}")),
         total,
-        "--splice {mode}: bytes_backend_to_client"
+        "--splice {mode}: bytes_{direction}"
     );
-    let spliced = r.u("bytes_spliced_backend_to_client");
+    let spliced = r.u(&format!("bytes_spliced_{direction}"));
     assert!(
         spliced <= total,
         "spliced bytes {spliced} exceed relayed bytes {total}"
@@ -147,7 +134,7 @@ fn download_all_sizes(mode: &str) {
         "off" => assert_eq!(spliced, 0, "--splice off must not splice"),
         _ => {}
     }
-    assert_back_to_baseline(&proxy, baseline, if mode == "off" { 0 } else { 2 });
+    assert_back_to_baseline(proxy, baseline, if mode == "off" { 0 } else { 2 });
 }
 
 #[test]

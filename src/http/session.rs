@@ -144,7 +144,7 @@ pub fn advance(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Actio
         Phase::Waiting => read_request(pair, ctx),
         Phase::Connecting => Action::Wait,
         Phase::Relaying => progress(pair, conn, ctx),
-        Phase::Closing => closing(pair, ctx),
+        Phase::Closing => closing(pair),
     }
 }
 
@@ -527,14 +527,13 @@ fn answer_with(pair: &mut Pair, status: u16, ctx: &mut Ctx) -> Action {
     }
 }
 
-fn closing(pair: &mut Pair, ctx: &mut Ctx) -> Action {
+fn closing(pair: &mut Pair) -> Action {
     if pair.to_client.pending() > 0 {
         return Action::Wait;
     }
     if !pair.exchange.shut_sent {
         pair.exchange.shut_sent = true;
         let _ = sys::shutdown_write(pair.client.as_raw_fd());
-        let _ = ctx;
     }
     if pair.to_backend.state != FlowState::Open {
         return Action::Close(CloseReason::Done);
