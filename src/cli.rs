@@ -4,9 +4,10 @@
 //! exits with status 2.
 
 use crate::config::{
-    self, AddFields, Balance, Config, HealthConfig, HttpConfig, ListenerConfig, Mode, Probe,
-    SpliceMode,
+    self, AddFields, Balance, Cidr, Config, Credentials, ForwardConfig, HealthConfig, HttpConfig,
+    ListenerConfig, Mode, Probe, SpliceMode,
 };
+use crate::forward::{acl, auth};
 use argh::FromArgs;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -22,7 +23,8 @@ pub struct Args {
     /// port to listen on; 0 picks a free one (default 8080)
     #[argh(option, short = 'p', default = "config::DEFAULT_PORT")]
     pub port: u16,
-    /// tcp (relay bytes) or http (HTTP/1.1 reverse proxy) (default tcp)
+    /// tcp (relay bytes), http (HTTP/1.1 reverse proxy) or forward (HTTP
+    /// forward proxy with CONNECT) (default tcp)
     #[argh(option, short = 'm', default = "Mode::Tcp")]
     pub mode: Mode,
     /// backend HOST or HOST:PORT, resolved at start; repeat for several
@@ -117,6 +119,30 @@ pub struct Args {
     /// http: do not add Via
     #[argh(switch)]
     pub no_via: bool,
+    /// forward: accept proxy credentials USER:PASS (Basic); repeat for several
+    #[argh(option)]
+    pub auth: Vec<String>,
+    /// forward: read credentials from FILE, one user:password per line
+    #[argh(option)]
+    pub auth_file: Option<String>,
+    /// forward: ports CONNECT may reach, comma-separated (default 443)
+    #[argh(option, from_str_fn(ports))]
+    pub connect_ports: Option<Vec<u16>>,
+    /// forward: only reach origins in this network (CIDR); repeat for several
+    #[argh(option)]
+    pub allow: Vec<Cidr>,
+    /// forward: never reach origins in this network (CIDR); repeat for several
+    #[argh(option)]
+    pub deny: Vec<Cidr>,
+    /// forward: serve without credentials on a non-loopback address
+    #[argh(switch)]
+    pub open: bool,
+    /// admin listener ADDR:PORT for /metrics, /stats and /health (default off)
+    #[argh(option)]
+    pub admin: Option<String>,
+    /// bearer token the admin listener requires
+    #[argh(option)]
+    pub admin_token: Option<String>,
     /// log every connection error
     #[argh(switch, short = 'v')]
     pub verbose: bool,
@@ -135,6 +161,10 @@ fn secs(value: &str) -> Result<f64, String> {
             "'{value}' is not a number of seconds above 0 (such as 5 or 0.5)"
         )),
     }
+}
+
+fn ports(value: &str) -> Result<Vec<u16>, String> {
+    acl::parse_ports(value)
 }
 
 /// A flag's value that passed parsing but not validation.
@@ -245,11 +275,30 @@ impl Args {
             ));
         }
         let listen = listen_addr(&self.listen, self.port)?;
+        let forward = self.forward_config()?;
+        check_open_proxy(self.mode, listen, &forward, "--listen", "--auth")?;
+        let admin = match &self.admin {
+            None => None,
+            Some(v) => Some(v.parse::<std::net::SocketAddr>().map_err(|_| {
+                err(
+                    "--admin",
+                    format!("'{v}' is not an ADDRESS:PORT such as 127.0.0.1:9100"),
+                )
+            })?),
+        };
+        check_admin(
+            admin,
+            self.admin_token.as_deref(),
+            "--admin",
+            "--admin-token",
+        )?;
         let mut backends = Vec::new();
-        if self.backend.is_empty() {
+        if self.mode == Mode::Forward {
+            // A forward proxy goes where each request says: no backends.
+        } else if self.backend.is_empty() {
             backends.push(resolve(config::DEFAULT_BACKEND, self.backend_port)?);
         }
-        for value in &self.backend {
+        for value in self.backend.iter().filter(|_| self.mode != Mode::Forward) {
             backends.push(backend_addr(value, self.backend_port)?);
         }
         if self.mode == Mode::Tcp && backends.len() > 1 {
@@ -328,9 +377,85 @@ impl Args {
                 balance: self.balance,
                 health,
                 http,
+                forward,
             }],
+            admin,
+            admin_token: self.admin_token,
         })
     }
+
+    fn forward_config(&self) -> Result<ForwardConfig, CliError> {
+        let mut pairs = Vec::new();
+        for value in &self.auth {
+            pairs.push(auth::parse_credential(value).map_err(|e| err("--auth", e))?);
+        }
+        if let Some(path) = &self.auth_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err("--auth-file", format!("cannot read {path}: {e}")))?;
+            pairs.extend(
+                auth::parse_file(&text).map_err(|e| err("--auth-file", format!("{path}: {e}")))?,
+            );
+        }
+        Ok(ForwardConfig {
+            auth: Credentials::new(pairs),
+            connect_ports: self
+                .connect_ports
+                .clone()
+                .unwrap_or_else(|| config::DEFAULT_CONNECT_PORTS.to_vec()),
+            acl: config::Acl {
+                allow: self.allow.clone(),
+                deny: self.deny.clone(),
+            },
+            open: self.open,
+        })
+    }
+}
+
+/// A forward proxy without credentials serves only loopback clients unless
+/// the user opts in: an open proxy on the internet is abused within hours.
+pub fn check_open_proxy(
+    mode: Mode,
+    listen: std::net::SocketAddr,
+    forward: &ForwardConfig,
+    listen_key: &str,
+    auth_key: &str,
+) -> Result<(), CliError> {
+    if mode == Mode::Forward
+        && forward.auth.is_empty()
+        && !forward.open
+        && !listen.ip().is_loopback()
+    {
+        return Err(err(
+            listen_key,
+            format!(
+                "forward mode on {listen} without credentials would be an open proxy; \
+                 give {auth_key} USER:PASS (or an auth file), listen on a loopback address, \
+                 or pass --open to serve anyone who can reach it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The admin listener shows the proxy's insides: off loopback it needs a token.
+pub fn check_admin(
+    admin: Option<std::net::SocketAddr>,
+    token: Option<&str>,
+    admin_key: &str,
+    token_key: &str,
+) -> Result<(), CliError> {
+    if let Some(addr) = admin {
+        if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
+            return Err(err(
+                admin_key,
+                format!(
+                    "the admin listener on {addr} is not loopback-only; give {token_key} \
+                     or bind it to 127.0.0.1 or ::1"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -390,6 +515,35 @@ mod tests {
         assert!(parse(&["--max-header-size", "99999"])
             .unwrap_err()
             .contains("--max-header-size"));
+    }
+
+    #[test]
+    fn forward_mode_refuses_to_be_an_open_proxy() {
+        let e = parse(&["-m", "forward", "-l", "0.0.0.0"]).unwrap_err();
+        assert!(e.contains("--auth") && e.contains("--open"), "{e}");
+        assert!(parse(&["-m", "forward", "-l", "127.0.0.1"]).is_ok());
+        assert!(parse(&["-m", "forward", "-l", "::1"]).is_ok());
+        assert!(parse(&["-m", "forward", "-l", "0.0.0.0", "--open"]).is_ok());
+        let c = parse(&["-m", "forward", "-l", "0.0.0.0", "--auth", "u:p"]).unwrap();
+        assert!(c.listeners[0].backends.is_empty());
+        assert_eq!(c.listeners[0].forward.connect_ports, [443]);
+        let c = parse(&["-m", "forward", "-l", "::1", "--connect-ports", "443,8443"]).unwrap();
+        assert_eq!(c.listeners[0].forward.connect_ports, [443, 8443]);
+        assert!(parse(&["-m", "forward", "--auth", "nocolon"])
+            .unwrap_err()
+            .contains("--auth"));
+        assert!(parse(&["--deny", "10.0.0.0/40"]).is_err());
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        let e = parse(&["--admin", "0.0.0.0:9100"]).unwrap_err();
+        assert!(e.contains("--admin-token"), "{e}");
+        assert!(parse(&["--admin", "0.0.0.0:9100", "--admin-token", "t"]).is_ok());
+        assert!(parse(&["--admin", "127.0.0.1:9100"]).is_ok());
+        assert!(parse(&["--admin", "nowhere"])
+            .unwrap_err()
+            .contains("--admin"));
     }
 
     #[test]

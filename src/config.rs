@@ -4,6 +4,8 @@
 //! the same struct. Defaults live here as constants so that `--help`,
 //! `--info` and the docs quote one source.
 
+pub use crate::forward::acl::{Acl, Cidr};
+pub use crate::forward::auth::Credentials;
 pub use crate::http::rewrite::AddFields;
 pub use crate::upstream::health::{HealthConfig, Probe};
 pub use crate::upstream::Balance;
@@ -43,6 +45,8 @@ pub const LINGER: Duration = Duration::from_secs(2);
 /// Backends one listener may have (a request tracks which it tried in a u64).
 pub const MAX_BACKENDS: usize = 64;
 pub const MAX_BUFFER_SIZE: usize = 16 << 20;
+/// Ports CONNECT may reach unless `--connect-ports` says otherwise.
+pub const DEFAULT_CONNECT_PORTS: [u16; 1] = [443];
 
 /// When a direction moves bytes with splice(2) instead of copying.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +88,9 @@ pub enum Mode {
     Tcp,
     /// HTTP/1.1 reverse proxy: parse, rewrite, keep-alive, pools, balancing.
     Http,
+    /// HTTP forward proxy: absolute-form requests and CONNECT tunnels to
+    /// the origin each request names.
+    Forward,
 }
 
 impl std::str::FromStr for Mode {
@@ -92,7 +99,8 @@ impl std::str::FromStr for Mode {
         match s {
             "tcp" => Ok(Mode::Tcp),
             "http" => Ok(Mode::Http),
-            _ => Err(format!("'{s}' is not one of tcp, http")),
+            "forward" => Ok(Mode::Forward),
+            _ => Err(format!("'{s}' is not one of tcp, http, forward")),
         }
     }
 }
@@ -102,6 +110,7 @@ impl std::fmt::Display for Mode {
         f.write_str(match self {
             Mode::Tcp => "tcp",
             Mode::Http => "http",
+            Mode::Forward => "forward",
         })
     }
 }
@@ -122,6 +131,30 @@ pub struct HttpConfig {
     pub access_log: Option<String>,
 }
 
+/// Forward mode settings of a listener.
+#[derive(Clone, Debug)]
+pub struct ForwardConfig {
+    /// Accepted `user:password` pairs; empty means no auth is asked.
+    pub auth: Credentials,
+    /// Ports CONNECT may reach.
+    pub connect_ports: Vec<u16>,
+    /// Networks origins may (not) be in.
+    pub acl: Acl,
+    /// Serve without auth on a non-loopback address (`--open`).
+    pub open: bool,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            auth: Credentials::default(),
+            connect_ports: DEFAULT_CONNECT_PORTS.to_vec(),
+            acl: Acl::default(),
+            open: false,
+        }
+    }
+}
+
 /// One listening address and where its connections go.
 #[derive(Clone, Debug)]
 pub struct ListenerConfig {
@@ -131,6 +164,7 @@ pub struct ListenerConfig {
     pub balance: Balance,
     pub health: HealthConfig,
     pub http: HttpConfig,
+    pub forward: ForwardConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -145,6 +179,10 @@ pub struct Config {
     pub grace: Duration,
     pub verbose: bool,
     pub listeners: Vec<ListenerConfig>,
+    /// The admin listener (/metrics, /stats, /health); off when `None`.
+    pub admin: Option<SocketAddr>,
+    /// The bearer token the admin listener asks for, if any.
+    pub admin_token: Option<String>,
 }
 
 impl Config {

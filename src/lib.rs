@@ -18,6 +18,8 @@
 //!   answers (`answer`) and runs the session state machine over a pair
 //!   (`session`); [`conn`] holds backend connections (serving or pooled) and
 //!   [`upstream`] the backends' health, balancing and health checks.
+//! * Forward mode: [`forward`] holds proxy auth, the reachability rules
+//!   (ports, networks) and the target parsing; the HTTP session serves it.
 //! * `alloc_count` is the counting allocator that proves the hot path does
 //!   not allocate.
 //!
@@ -27,6 +29,7 @@ pub mod alloc_count;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod forward;
 pub mod http;
 pub mod io;
 pub mod net;

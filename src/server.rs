@@ -67,7 +67,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     for lc in &config.listeners {
         let (bound, shards) = net::listener::bind_shards(lc.listen, workers, config.backlog)
             .map_err(StartError::Bind)?;
-        let targets: Vec<String> = lc.backends.iter().map(|b| b.to_string()).collect();
+        let mut targets: Vec<String> = lc.backends.iter().map(|b| b.to_string()).collect();
+        if lc.mode == Mode::Forward {
+            targets.push("the origin each request names".into());
+        }
         banners.push(format!(
             "ferry: listening on {bound} -> {} ({}, {} workers)",
             targets.join(", "),
@@ -75,7 +78,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             workers
         ));
         let access_log = match &lc.http.access_log {
-            Some(path) if lc.mode == Mode::Http => Some(
+            Some(path) if lc.mode != Mode::Tcp => Some(
                 AccessLog::start(path, ACCESS_LOG_QUEUE)
                     .map_err(|e| StartError::Io(format!("--access-log {path}: {e}")))?,
             ),

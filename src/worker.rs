@@ -152,7 +152,7 @@ impl Worker {
     ) -> Worker {
         let cfg = &shared.config;
         let max_pairs = cfg.max_conns;
-        let http = listeners.iter().any(|l| l.mode == Mode::Http);
+        let http = listeners.iter().any(|l| l.mode != Mode::Tcp);
         let logging = listeners.iter().any(|l| l.access_log.is_some());
         // An HTTP pair may hold a rewritten head besides the buffer of each
         // direction (a request head kept for a retry, a response head, an
@@ -333,7 +333,7 @@ impl Worker {
     fn drive(&mut self, slot: usize) {
         match self.listeners[self.pairs[slot].listener as usize].mode {
             Mode::Tcp => self.drive_tcp(slot),
-            Mode::Http => self.drive_http(slot),
+            Mode::Http | Mode::Forward => self.drive_http(slot),
         }
         if let Some(pair) = self.pairs.get(slot) {
             if pair.timer.when() != Some(pair.deadline) && pair.deadline != 0 {
@@ -754,7 +754,7 @@ impl Worker {
                 }
                 _ => pair.deadline = pair.last_active + self.idle_ticks,
             },
-            Mode::Http => {
+            Mode::Http | Mode::Forward => {
                 let mut ctx = Self::session_ctx(
                     listener,
                     &mut self.pools,
@@ -893,7 +893,7 @@ impl Worker {
                     }
                 }
             }
-            Mode::Http => {
+            Mode::Http | Mode::Forward => {
                 let pair = &mut self.pairs[slot];
                 let mut ctx = Self::session_ctx(
                     &self.listeners[listener],
