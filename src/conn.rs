@@ -16,7 +16,7 @@ pub struct Conn {
     pub stream: TcpStream,
     pub ready: Ready,
     /// Index of the backend in the worker's backend list.
-    pub backend: u16,
+    pub backend: u32,
     /// The pair this connection serves, if any.
     pub owner: Option<usize>,
     /// Requests completed on this connection.
@@ -36,7 +36,7 @@ impl Timed for Conn {
 }
 
 impl Conn {
-    pub fn new(gen: u32, stream: TcpStream, backend: u16, owner: usize) -> Conn {
+    pub fn new(gen: u32, stream: TcpStream, backend: u32, owner: usize) -> Conn {
         Conn {
             gen,
             stream,

@@ -32,6 +32,8 @@ use std::os::fd::AsRawFd;
 pub enum Phase {
     /// HTTP: gathering a request head; no backend attached.
     Waiting,
+    /// Forward: the origin's name is being resolved; no backend attached.
+    Resolving,
     /// The backend connect is in progress.
     Connecting,
     /// Bytes flow between client and backend.
@@ -154,7 +156,9 @@ pub fn drive_tcp(
             Outcome::Idle => half_close(pair, conn),
             other => other,
         },
-        Phase::Waiting | Phase::Closing => unreachable!("TCP pairs never wait for a head"),
+        Phase::Waiting | Phase::Resolving | Phase::Closing => {
+            unreachable!("TCP pairs never wait for a head")
+        }
     }
 }
 

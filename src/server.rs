@@ -11,6 +11,7 @@
 //!   A second such signal exits at once.
 
 use crate::config::{Config, Mode};
+use crate::forward::resolver::{self, Dns};
 use crate::http::access_log::AccessLog;
 use crate::net::{self, listener::BindError};
 use crate::stats::{self, Global, SharedCounters};
@@ -100,6 +101,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 lc.http.clone(),
             );
             listener.access_log = access_log.clone();
+            listener.forward = lc.forward.clone();
             per_worker[w].push(listener);
         }
         if lc.mode == Mode::Http {
@@ -120,12 +122,35 @@ pub fn run(config: Config) -> Result<(), StartError> {
     });
     let (tx, rx) = mpsc::channel();
     let mut wakers = Vec::with_capacity(workers);
-    for (id, listeners) in per_worker.into_iter().enumerate() {
+    let mut polls = Vec::with_capacity(workers);
+    for _ in 0..workers {
         let poll = Poll::new().map_err(|e| StartError::Io(format!("epoll_create failed: {e}")))?;
         let waker = Waker::new(poll.registry(), crate::token::WAKER)
             .map_err(|e| StartError::Io(format!("eventfd failed: {e}")))?;
-        wakers.push(waker);
-        let worker = Worker::new(id, poll, shared.clone(), listeners, backends.clone());
+        wakers.push(Arc::new(waker));
+        polls.push(poll);
+    }
+    // Forward mode resolves names on threads of their own, never on a worker.
+    let forward = shared
+        .config
+        .listeners
+        .iter()
+        .any(|l| l.mode == Mode::Forward);
+    let mut inboxes = Vec::new();
+    let mut resolver = None;
+    if forward {
+        let (handle, receivers) = resolver::start(wakers.clone())
+            .map_err(|e| StartError::Io(format!("cannot start the resolver threads: {e}")))?;
+        resolver = Some(handle);
+        inboxes = receivers;
+    }
+    let mut inboxes = inboxes.into_iter();
+    for (id, (listeners, poll)) in per_worker.into_iter().zip(polls).enumerate() {
+        let dns = resolver
+            .as_ref()
+            .zip(inboxes.next())
+            .map(|(r, inbox)| Dns::new(id, r.clone(), inbox));
+        let worker = Worker::new(id, poll, shared.clone(), listeners, backends.clone(), dns);
         let tx = tx.clone();
         std::thread::Builder::new()
             .name(format!("ferry-worker-{id}"))

@@ -76,6 +76,11 @@ define_counters! {
     idle_timeouts: Counter, "pairs closed by --idle-timeout";
     pairs_stalled: Counter, "pairs closed for making no progress";
     errors: Counter, "connections ended by a backend socket error or bad framing";
+    forward_tunnels: Counter, "forward: CONNECT tunnels opened";
+    forward_auth_failures: Counter, "forward: requests answered 407 (no or wrong credentials)";
+    forward_denied: Counter, "forward: requests answered 403 (port, network or loop)";
+    forward_lookups: Counter, "forward: names sent to the resolver threads";
+    forward_resolve_failures: Counter, "forward: requests whose origin name did not resolve";
     client_aborts: Counter, "connections ended by the client resetting or vanishing";
     accept_errors: Counter, "accept() failures, such as EMFILE";
     http_requests: Counter, "HTTP requests received";

@@ -16,10 +16,11 @@
 //! pair is in the run queue at most once (`queued`).
 
 use crate::alloc_count;
-use crate::config::{Config, HttpConfig, Mode, LINGER};
+use crate::config::{Config, ForwardConfig, HttpConfig, Mode, LINGER};
 use crate::conn::Conn;
+use crate::forward::resolver::Dns;
 use crate::http::access_log::{AccessLog, Record};
-use crate::http::session::{self, Action, Ctx, Ticks};
+use crate::http::session::{self, Action, Ctx, Forward, Ticks};
 use crate::io::buffer::BufferPool;
 use crate::io::pipe::PipePool;
 use crate::net::{self, sys};
@@ -32,8 +33,9 @@ use crate::upstream::{self, BackendState, Balance, Pick, Rng};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll};
 use slab::Slab;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,8 +48,38 @@ const ACCEPT_BATCH: usize = 64;
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Events taken from the kernel per poll.
 const EVENTS_PER_POLL: usize = 512;
+/// Forward-mode origins a worker remembers with no connection to them (the
+/// rest are forgotten as their last connection closes).
+const ORIGINS_KEPT: usize = 256;
 /// Session steps one drive may take before yielding (a bug guard).
 const MAX_SESSION_STEPS: usize = 64;
+
+/// The session's view of its worker and listener, from disjoint fields of
+/// the worker (a macro, so the borrows stay field by field).
+macro_rules! session_ctx {
+    ($w:ident, $listener:expr, $slot:expr) => {{
+        let listener: &Listener = $listener;
+        Ctx {
+            pools: &mut $w.pools,
+            counters: &mut $w.counters,
+            log: listener.access_log.as_ref(),
+            records: &mut $w.records,
+            cfg: &listener.http,
+            ticks: listener.ticks,
+            tick: $w.tick,
+            forward: match ($w.dns.as_mut(), listener.mode) {
+                (Some(dns), Mode::Forward) => Some(Forward {
+                    cfg: &listener.forward,
+                    dns,
+                    listening: &$w.listening,
+                    now: $w.now,
+                }),
+                _ => None,
+            },
+            slot: $slot,
+        }
+    }};
+}
 
 /// What all workers and the main thread share.
 pub struct Shared {
@@ -73,6 +105,8 @@ pub struct Listener {
     /// The HTTP timeouts in wheel ticks, computed once.
     ticks: Ticks,
     pub access_log: Option<AccessLog>,
+    /// Forward mode: auth and what may be reached.
+    pub forward: ForwardConfig,
 }
 
 impl Listener {
@@ -95,6 +129,7 @@ impl Listener {
             cursor: 0,
             ticks: Ticks::default(),
             access_log: None,
+            forward: ForwardConfig::default(),
         }
     }
 }
@@ -107,6 +142,10 @@ struct Backend {
     busy: u32,
     /// Pooled connections (slots in `conns`), most recently used last.
     idle: Vec<usize>,
+    /// Connections of this worker to it, serving or pooled.
+    conns: u32,
+    /// A forward-mode origin (in `origins`), not a configured backend.
+    origin: bool,
 }
 
 pub struct Worker {
@@ -140,6 +179,15 @@ pub struct Worker {
     /// Set once SIGTERM reached this worker: the time live pairs must end by.
     stop_deadline: Option<Instant>,
     last_log: Option<Instant>,
+    /// Forward mode: name resolution (None without a forward listener).
+    dns: Option<Dns>,
+    /// Forward mode: origins this worker has connections to, by address:
+    /// entries in `backends` after the configured ones.
+    origins: HashMap<SocketAddr, usize>,
+    /// Entries of `backends` free for another origin.
+    free_origins: Vec<usize>,
+    /// The addresses this worker listens on (a forward request to one loops).
+    listening: Vec<SocketAddr>,
 }
 
 impl Worker {
@@ -149,6 +197,7 @@ impl Worker {
         shared: Arc<Shared>,
         listeners: Vec<Listener>,
         backends: Vec<Arc<BackendState>>,
+        dns: Option<Dns>,
     ) -> Worker {
         let cfg = &shared.config;
         let max_pairs = cfg.max_conns;
@@ -173,6 +222,7 @@ impl Worker {
                 backend: span(l.http.backend_timeout),
                 idle: idle_ticks,
                 linger: span(LINGER),
+                connect: connect_ticks,
             };
         }
         let pools = Pools {
@@ -186,7 +236,13 @@ impl Worker {
                 state,
                 busy: 0,
                 idle: Vec::with_capacity(64),
+                conns: 0,
+                origin: false,
             })
+            .collect();
+        let listening = listeners
+            .iter()
+            .filter_map(|l| l.socket.as_ref()?.local_addr().ok())
             .collect();
         Worker {
             id,
@@ -213,6 +269,10 @@ impl Worker {
             at_limit: false,
             stop_deadline: None,
             last_log: None,
+            dns,
+            origins: HashMap::new(),
+            free_origins: Vec::new(),
+            listening,
             shared,
         }
     }
@@ -281,6 +341,7 @@ impl Worker {
     fn dispatch(&mut self, event: &mio::event::Event) {
         match token::decode(event.token()) {
             Target::Waker => {
+                self.take_answers();
                 if self.shared.stopping.load(Ordering::Relaxed) {
                     self.begin_stop();
                 }
@@ -367,24 +428,6 @@ impl Worker {
         }
     }
 
-    fn session_ctx<'a>(
-        listener: &'a Listener,
-        pools: &'a mut Pools,
-        counters: &'a mut Counters,
-        records: &'a mut Slab<Record>,
-        tick: u64,
-    ) -> Ctx<'a> {
-        Ctx {
-            pools,
-            counters,
-            log: listener.access_log.as_ref(),
-            records,
-            cfg: &listener.http,
-            ticks: listener.ticks,
-            tick,
-        }
-    }
-
     fn drive_http(&mut self, slot: usize) {
         if let (Phase::Waiting, Some(c)) = (self.pairs[slot].phase, self.pairs[slot].backend) {
             if self.conns[c]
@@ -400,20 +443,11 @@ impl Worker {
             let pair = &mut self.pairs[slot];
             let listener = &self.listeners[pair.listener as usize];
             let mut conn = pair.backend.map(|c| &mut self.conns[c]);
-            let mut ctx = Self::session_ctx(
-                listener,
-                &mut self.pools,
-                &mut self.counters,
-                &mut self.records,
-                self.tick,
-            );
+            let mut ctx = session_ctx!(self, listener, slot);
             let action = if pair.phase == Phase::Connecting {
                 let conn = conn.expect("connecting implies a connection");
                 match pair::check_connect(pair, conn) {
-                    Outcome::Connected => {
-                        session::connected(pair, &mut ctx);
-                        Action::Again
-                    }
+                    Outcome::Connected => session::connected(pair, &mut ctx),
                     Outcome::Close(CloseReason::ConnectFailed(_)) => {
                         ctx.counters.backend_connect_failures += 1;
                         Action::ConnectFailed
@@ -450,6 +484,14 @@ impl Worker {
                 self.attach_backend(slot);
                 true
             }
+            Action::ConnectFailed if self.pairs[slot].exchange.origin.is_some() => {
+                // Forward mode: the origin is what the client asked for; no other.
+                self.detach_backend(slot, false);
+                let pair = &mut self.pairs[slot];
+                let mut ctx = session_ctx!(self, &self.listeners[pair.listener as usize], slot);
+                let action = session::no_backend(pair, false, &mut ctx);
+                self.apply(slot, action)
+            }
             Action::ConnectFailed => {
                 if let Some(c) = self.pairs[slot].backend {
                     let backend = &self.backends[self.conns[c].backend as usize];
@@ -483,15 +525,17 @@ impl Worker {
     fn attach_backend_inner(&mut self, slot: usize) {
         if self.take_kept(slot) {
             let pair = &mut self.pairs[slot];
-            let mut ctx = Self::session_ctx(
-                &self.listeners[pair.listener as usize],
-                &mut self.pools,
-                &mut self.counters,
-                &mut self.records,
-                self.tick,
+            let mut ctx = session_ctx!(self, &self.listeners[pair.listener as usize], slot);
+            let action = session::connected(pair, &mut ctx);
+            debug_assert_eq!(
+                action,
+                Action::Again,
+                "a kept connection never carries a tunnel"
             );
-            session::connected(pair, &mut ctx);
             return;
+        }
+        if self.listeners[self.pairs[slot].listener as usize].mode == Mode::Forward {
+            return self.attach_origin(slot);
         }
         loop {
             let pair = &mut self.pairs[slot];
@@ -510,13 +554,7 @@ impl Worker {
                 Pick::Backend(i) => i,
                 Pick::NoneUp | Pick::Exhausted => {
                     let listener = &self.listeners[pair.listener as usize];
-                    let mut ctx = Self::session_ctx(
-                        listener,
-                        &mut self.pools,
-                        &mut self.counters,
-                        &mut self.records,
-                        self.tick,
-                    );
+                    let mut ctx = session_ctx!(self, listener, slot);
                     // Down before this request tried any: 503; else they failed it: 502/504.
                     let none_healthy = pick == Pick::NoneUp && pair.exchange.tried == 0;
                     let action = session::no_backend(pair, none_healthy, &mut ctx);
@@ -540,14 +578,13 @@ impl Worker {
                     self.backends[b].busy += 1;
                     pair.backend = Some(c);
                     let listener = &self.listeners[pair.listener as usize];
-                    let mut ctx = Self::session_ctx(
-                        listener,
-                        &mut self.pools,
-                        &mut self.counters,
-                        &mut self.records,
-                        self.tick,
+                    let mut ctx = session_ctx!(self, listener, slot);
+                    let action = session::connected(pair, &mut ctx);
+                    debug_assert_eq!(
+                        action,
+                        Action::Again,
+                        "a pooled connection never carries a tunnel"
                     );
-                    session::connected(pair, &mut ctx);
                     return;
                 }
             }
@@ -565,6 +602,118 @@ impl Worker {
                     self.counters.backend_connect_failures += 1;
                     self.backends[b].state.mark_down();
                     self.log_limited(format_args!("connect to {addr} failed: {e}; marked down"));
+                }
+            }
+        }
+    }
+
+    /// Forward mode: a connection to the origin the request names, pooled if
+    /// one is idle (never for a tunnel), else a new connect; 502 if the
+    /// connect cannot even start.
+    fn attach_origin(&mut self, slot: usize) {
+        let pair = &self.pairs[slot];
+        let addr = pair
+            .exchange
+            .origin
+            .expect("a forward request has its origin");
+        let fresh_only = pair.exchange.fresh_only;
+        let b = self.origin_index(addr);
+        if !fresh_only {
+            if let Some(c) = self.backends[b].idle.pop() {
+                self.counters.backend_pool_hits += 1;
+                self.conn_wheel.cancel(&mut self.conns, c);
+                let conn = &mut self.conns[c];
+                conn.owner = Some(slot);
+                conn.reused = true;
+                self.mark_busy(c, true);
+                let pair = &mut self.pairs[slot];
+                pair.backend = Some(c);
+                let mut ctx = session_ctx!(self, &self.listeners[pair.listener as usize], slot);
+                let action = session::connected(pair, &mut ctx);
+                debug_assert_eq!(action, Action::Again);
+                return;
+            }
+        }
+        self.counters.backend_pool_misses += 1;
+        match self.open_conn(b, slot) {
+            Ok(c) => {
+                let pair = &mut self.pairs[slot];
+                pair.backend = Some(c);
+                pair.phase = Phase::Connecting;
+                pair.deadline = self.tick + self.connect_ticks;
+            }
+            Err(e) => {
+                self.counters.backend_connect_failures += 1;
+                if self.shared.config.verbose {
+                    self.log(format_args!("connect to {addr} failed: {e}"));
+                }
+                if self.backends[b].conns == 0 && self.origins.len() > ORIGINS_KEPT {
+                    self.origins.remove(&addr);
+                    self.free_origins.push(b);
+                }
+                let pair = &mut self.pairs[slot];
+                let mut ctx = session_ctx!(self, &self.listeners[pair.listener as usize], slot);
+                let action = session::no_backend(pair, false, &mut ctx);
+                if let Action::Close(reason) = action {
+                    self.close_pair(slot, reason);
+                }
+            }
+        }
+    }
+
+    /// The entry of `backends` for origin `addr`, made if new.
+    fn origin_index(&mut self, addr: SocketAddr) -> usize {
+        if let Some(&b) = self.origins.get(&addr) {
+            return b;
+        }
+        let entry = Backend {
+            state: Arc::new(BackendState::new(addr)),
+            busy: 0,
+            idle: Vec::new(),
+            conns: 0,
+            origin: true,
+        };
+        let b = match self.free_origins.pop() {
+            Some(b) => {
+                self.backends[b] = entry;
+                b
+            }
+            None => {
+                self.backends.push(entry);
+                self.backends.len() - 1
+            }
+        };
+        self.origins.insert(addr, b);
+        b
+    }
+
+    /// Forward mode: hand the resolver's answers to the pairs that asked.
+    fn take_answers(&mut self) {
+        let Some(dns) = self.dns.as_mut() else {
+            return;
+        };
+        let mut answers = Vec::new();
+        while let Ok(answer) = dns.answers.try_recv() {
+            answers.push(answer);
+        }
+        for answer in answers {
+            if let Some(dns) = self.dns.as_mut() {
+                dns.store(answer.host, answer.ip, self.now);
+            }
+            let slot = answer.slot;
+            match self.pairs.get(slot) {
+                Some(pair) if pair.gen == answer.gen && pair.phase == Phase::Resolving => {}
+                _ => continue, // the client went away meanwhile
+            }
+            let pair = &mut self.pairs[slot];
+            let mut ctx = session_ctx!(self, &self.listeners[pair.listener as usize], slot);
+            let action = session::resolved(pair, answer.ip, &mut ctx);
+            if self.apply(slot, action) {
+                self.drive(slot);
+            } else if let Some(pair) = self.pairs.get(slot) {
+                let when = pair.deadline;
+                if when != 0 {
+                    self.wheel.arm(&mut self.pairs, slot, when);
                 }
             }
         }
@@ -591,7 +740,8 @@ impl Worker {
             token::pair(slot, Side::Backend, gen),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        self.conns.insert(Conn::new(gen, stream, b as u16, owner));
+        self.conns.insert(Conn::new(gen, stream, b as u32, owner));
+        self.backends[b].conns += 1;
         self.mark_busy(slot, true);
         Ok(slot)
     }
@@ -662,6 +812,10 @@ impl Worker {
         let pair = &self.pairs[slot];
         let first = self.listeners[pair.listener as usize].first;
         let usable = !pair.exchange.fresh_only
+            && pair
+                .exchange
+                .origin
+                .is_none_or(|o| o == self.backends[b].state.addr)
             && self.backends[b].state.is_up()
             && !conn.ready.has(Ready::READ | Ready::RDHUP | Ready::ERROR);
         if !usable {
@@ -702,11 +856,17 @@ impl Worker {
         self.conn_wheel.cancel(&mut self.conns, c);
         self.mark_busy(c, false);
         let conn = self.conns.remove(c);
-        let backend = &mut self.backends[conn.backend as usize];
+        let b = conn.backend as usize;
+        let backend = &mut self.backends[b];
         if conn.owner.is_none() {
             if let Some(i) = backend.idle.iter().position(|&s| s == c) {
                 backend.idle.swap_remove(i);
             }
+        }
+        backend.conns -= 1;
+        if backend.origin && backend.conns == 0 && self.origins.len() > ORIGINS_KEPT {
+            self.origins.remove(&backend.state.addr);
+            self.free_origins.push(b);
         }
         // Dropping the stream closes it, which also removes it from epoll.
     }
@@ -755,13 +915,7 @@ impl Worker {
                 _ => pair.deadline = pair.last_active + self.idle_ticks,
             },
             Mode::Http | Mode::Forward => {
-                let mut ctx = Self::session_ctx(
-                    listener,
-                    &mut self.pools,
-                    &mut self.counters,
-                    &mut self.records,
-                    self.tick,
-                );
+                let mut ctx = session_ctx!(self, listener, slot);
                 let action = session::on_timeout(pair, &mut ctx);
                 if self.apply(slot, action) {
                     self.drive(slot);
@@ -895,13 +1049,7 @@ impl Worker {
             }
             Mode::Http | Mode::Forward => {
                 let pair = &mut self.pairs[slot];
-                let mut ctx = Self::session_ctx(
-                    &self.listeners[listener],
-                    &mut self.pools,
-                    &mut self.counters,
-                    &mut self.records,
-                    self.tick,
-                );
+                let mut ctx = session_ctx!(self, &self.listeners[listener], slot);
                 session::begin(pair, &mut ctx);
                 let when = pair.deadline;
                 self.wheel.arm(&mut self.pairs, slot, when);

@@ -6,3 +6,6 @@
 
 pub mod acl;
 pub mod auth;
+pub mod request;
+pub mod resolver;
+pub mod target;

@@ -12,6 +12,7 @@
 //! already) and written into a caller's buffer without allocating.
 
 use super::head::{list, uninit_slots};
+use crate::forward::target::parse_absolute;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -144,11 +145,31 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
         overflow: false,
     };
     let version = if http10 { "1.0" } else { "1.1" };
-    let _ = write!(w, "{} {} HTTP/{version}\r\n", req.method?, req.path?);
+    // An absolute-form target goes on in origin form, and its authority
+    // replaces any Host the client sent (RFC 9112 §3.2.2).
+    let absolute = parse_absolute(req.path?.as_bytes());
+    w.put(req.method?.as_bytes());
+    w.put(b" ");
+    match absolute {
+        Some(a) => {
+            if a.path.first() != Some(&b'/') {
+                w.put(b"/");
+            }
+            w.put(a.path);
+        }
+        None => w.put(req.path?.as_bytes()),
+    }
+    let _ = write!(w, " HTTP/{version}\r\n");
+    if let Some(a) = absolute {
+        w.field("Host", a.authority);
+    }
     let mut xff: Option<&[u8]> = None;
     let mut via: Option<&[u8]> = None;
     for h in req.headers.iter() {
         let name = h.name;
+        if absolute.is_some() && name.eq_ignore_ascii_case("host") {
+            continue;
+        }
         if name.eq_ignore_ascii_case("te") {
             if list(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
                 w.field("TE", b"trailers");
@@ -292,6 +313,26 @@ mod tests {
             "GET /p?q HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nContent-Length: 0\r\nAccept: */*\r\n\
              X-Forwarded-For: 1.1.1.1, 10.1.2.3\r\nX-Forwarded-Proto: http\r\nVia: 1.0 a, 1.1 ferry\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn absolute_form_goes_on_in_origin_form_with_its_host() {
+        let none = AddFields {
+            x_forwarded_for: false,
+            x_forwarded_proto: false,
+            via: false,
+        };
+        let out = request(
+            "GET http://origin.example:8080/a?b HTTP/1.1\r\nHost: other\r\nAccept: */*\r\n\r\n",
+            false,
+            none,
+        );
+        assert_eq!(
+            out,
+            "GET /a?b HTTP/1.1\r\nHost: origin.example:8080\r\nAccept: */*\r\n\r\n"
+        );
+        let out = request("GET http://h?q HTTP/1.1\r\nHost: h\r\n\r\n", false, none);
+        assert_eq!(out, "GET /?q HTTP/1.1\r\nHost: h\r\n\r\n");
     }
 
     #[test]

@@ -18,18 +18,23 @@
 //! body; nothing is retried after a response byte reached the client.
 
 use super::access_log::{AccessLog, Record};
-use super::answer::answer;
+use super::answer::{answer, AUTH_REQUIRED_KEEP_ALIVE, CONNECT_ESTABLISHED};
 use super::chunked::ChunkScanner;
-use super::head::{parse_request, parse_response, BodyKind, Method, Parsed, ResponseHead};
+use super::head::{
+    parse_request, parse_response, BodyKind, Method, Parsed, RequestHead, ResponseHead,
+};
 use super::rewrite::{write_request, write_response, ClientConnection, Target};
-use crate::config::HttpConfig;
+use crate::config::{ForwardConfig, HttpConfig};
 use crate::conn::Conn;
+use crate::forward::request::{judge, Verdict};
+use crate::forward::resolver::{Asked, Cached, Dns};
 use crate::net::sys;
 use crate::pair::{CloseReason, Pair, Phase};
 use crate::relay::{FlowState, Framing, Pools, PrefixError};
 use crate::stats::Counters;
 use crate::token::Side;
 use slab::Slab;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 /// The state of the exchange in progress.
@@ -63,6 +68,10 @@ pub struct Exchange {
     pub log: Option<usize>,
     /// Bytes delivered to the client before this response's body.
     pub body_base: u64,
+    /// Forward mode: the origin this request goes to, once resolved.
+    pub origin: Option<SocketAddr>,
+    /// Forward mode: a CONNECT, to become a tunnel once connected.
+    pub connect: bool,
 }
 
 impl Default for Exchange {
@@ -84,6 +93,8 @@ impl Default for Exchange {
             timed_out: false,
             log: None,
             body_base: 0,
+            origin: None,
+            connect: false,
         }
     }
 }
@@ -116,6 +127,7 @@ pub struct Ticks {
     pub backend: u64,
     pub idle: u64,
     pub linger: u64,
+    pub connect: u64,
 }
 
 /// What the session may use of its worker.
@@ -128,6 +140,19 @@ pub struct Ctx<'a> {
     pub cfg: &'a HttpConfig,
     pub ticks: Ticks,
     pub tick: u64,
+    /// Forward mode: what clients may reach, and name resolution.
+    pub forward: Option<Forward<'a>>,
+    /// The pair's slot (a pending lookup's answer names it).
+    pub slot: usize,
+}
+
+/// What a forward-mode session uses besides the HTTP settings.
+pub struct Forward<'a> {
+    pub cfg: &'a ForwardConfig,
+    pub dns: &'a mut Dns,
+    /// This worker's listening addresses (a request to one would loop).
+    pub listening: &'a [SocketAddr],
+    pub now: std::time::Instant,
 }
 
 /// A new client connection: wait for its first request head.
@@ -142,16 +167,82 @@ pub fn begin(pair: &mut Pair, ctx: &mut Ctx) {
 pub fn advance(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
     match pair.phase {
         Phase::Waiting => read_request(pair, ctx),
-        Phase::Connecting => Action::Wait,
+        Phase::Resolving | Phase::Connecting => Action::Wait,
         Phase::Relaying => progress(pair, conn, ctx),
         Phase::Closing => closing(pair),
     }
 }
 
 /// The backend connect completed (or a pooled connection was attached).
-pub fn connected(pair: &mut Pair, ctx: &mut Ctx) {
+pub fn connected(pair: &mut Pair, ctx: &mut Ctx) -> Action {
     pair.phase = Phase::Relaying;
     pair.deadline = ctx.tick + ctx.ticks.backend;
+    if pair.exchange.connect {
+        return open_tunnel(pair, ctx);
+    }
+    Action::Again
+}
+
+/// CONNECT: the origin accepted; say so and relay bytes both ways.
+fn open_tunnel(pair: &mut Pair, ctx: &mut Ctx) -> Action {
+    let ex = &mut pair.exchange;
+    ex.tunnel = true;
+    ex.response_started = true;
+    ex.backend_reusable = false;
+    ex.client_keep_alive = false;
+    ctx.counters.forward_tunnels += 1;
+    count_status(ctx.counters, 200);
+    if let Some(record) = ex.log.and_then(|r| ctx.records.get_mut(r)) {
+        record.status = 200;
+    }
+    let set = pair.to_client.set_prefix(ctx.pools, |out| {
+        let n = CONNECT_ESTABLISHED.len();
+        out.get_mut(..n)?.copy_from_slice(CONNECT_ESTABLISHED);
+        Some(n)
+    });
+    if set.is_err() {
+        return Action::Close(CloseReason::Error(Side::Client, libc::ENOBUFS));
+    }
+    let _ = pair.to_client.set_framing(Framing::Stream, ctx.pools);
+    pair.deadline = ctx.tick + ctx.ticks.idle;
+    Action::Again
+}
+
+/// Forward mode: the resolver answered the lookup this pair waited for.
+pub fn resolved(pair: &mut Pair, ip: Option<IpAddr>, ctx: &mut Ctx) -> Action {
+    if pair.phase != Phase::Resolving {
+        return Action::Wait;
+    }
+    pair.phase = Phase::Waiting;
+    let Some(origin) = pair.exchange.origin.map(|o| o.port()) else {
+        return answer_with(pair, 502, ctx);
+    };
+    match ip {
+        Some(ip) => go_to(pair, SocketAddr::new(ip, origin), ctx),
+        None => {
+            ctx.counters.forward_resolve_failures += 1;
+            answer_with(pair, 502, ctx)
+        }
+    }
+}
+
+/// Forward mode: the origin's address is known; may it be reached?
+fn go_to(pair: &mut Pair, addr: SocketAddr, ctx: &mut Ctx) -> Action {
+    let Some(fwd) = ctx.forward.as_ref() else {
+        return answer_with(pair, 502, ctx);
+    };
+    let own = fwd.listening.iter().any(|l| {
+        l.port() == addr.port()
+            && (l.ip() == addr.ip()
+                || (l.ip().is_unspecified()
+                    && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
+    });
+    if own || !fwd.cfg.acl.permits(addr.ip()) {
+        ctx.counters.forward_denied += 1;
+        return answer_with(pair, 403, ctx);
+    }
+    pair.exchange.origin = Some(addr);
+    Action::Connect
 }
 
 /// The relay saw a socket fail.
@@ -177,6 +268,10 @@ pub fn on_timeout(pair: &mut Pair, ctx: &mut Ctx) -> Action {
     match pair.phase {
         Phase::Waiting if pair.to_backend.leftover() > 0 => answer_with(pair, 408, ctx),
         Phase::Waiting => Action::Close(CloseReason::Done),
+        Phase::Resolving => {
+            pair.exchange.timed_out = true;
+            answer_with(pair, 504, ctx)
+        }
         Phase::Connecting => {
             ctx.counters.backend_connect_timeouts += 1;
             pair.exchange.timed_out = true;
@@ -213,6 +308,10 @@ pub fn no_backend(pair: &mut Pair, all_down: bool, ctx: &mut Ctx) -> Action {
 }
 
 fn read_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
+    if pair.to_client.pending() > 0 {
+        // ferry's own answer (a 407) is still going out: the next request waits.
+        return Action::Wait;
+    }
     let client_open = pair.to_backend.state == FlowState::Open;
     let bytes = pair.to_backend.unscanned(ctx.pools);
     if bytes.is_empty() {
@@ -233,10 +332,46 @@ fn read_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
         Parsed::Invalid(reject) => return answer_with(pair, reject.status, ctx),
         Parsed::Complete(head) => head,
     };
-    if head.method == Method::Connect {
+    // Forward mode: where the request goes, or why it goes nowhere.
+    let mut origin: Option<SocketAddr> = None;
+    let mut lookup = false;
+    if let Some(fwd) = ctx.forward.as_mut() {
+        match judge(&bytes[..head.head_len], head.method, fwd.cfg) {
+            Verdict::AuthRequired => return auth_required(pair, &head, ctx),
+            Verdict::Refuse(status) => {
+                if status == 403 {
+                    ctx.counters.forward_denied += 1;
+                }
+                return answer_with(pair, status, ctx);
+            }
+            Verdict::Go { authority, .. } => {
+                let ip = authority
+                    .ip()
+                    .or_else(|| match fwd.dns.cached(authority.host, fwd.now) {
+                        Cached::Ip(ip) => Some(ip),
+                        Cached::Failed | Cached::Unknown => None,
+                    });
+                // The port is kept with a placeholder address until resolved.
+                let unresolved = IpAddr::from([0, 0, 0, 0]);
+                origin = Some(SocketAddr::new(ip.unwrap_or(unresolved), authority.port));
+                if ip.is_none() {
+                    if fwd.dns.cached(authority.host, fwd.now) == Cached::Failed {
+                        ctx.counters.forward_resolve_failures += 1;
+                        return answer_with(pair, 502, ctx);
+                    }
+                    if fwd.dns.ask(ctx.slot, pair.gen, authority.host) == Asked::Busy {
+                        return answer_with(pair, 503, ctx);
+                    }
+                    ctx.counters.forward_lookups += 1;
+                    lookup = true;
+                }
+            }
+        }
+    } else if head.method == Method::Connect {
         // A reverse proxy does not open tunnels (that is forward mode's job).
         return answer_with(pair, 400, ctx);
     }
+    let connect = head.method == Method::Connect;
     let log = ctx.log.map(|_| {
         let mut record = Record::new(pair.client_ip);
         record.capture(&bytes[..head.head_len]);
@@ -248,17 +383,23 @@ fn read_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
         http10: head.minor == 0,
         upgrading: head.upgrade,
     };
-    let rewritten = pair
-        .to_backend
-        .rewrite_head(ctx.pools, head.head_len, |received, out| {
-            write_request(received, target, add, out)
-        });
+    let rewritten = if connect {
+        // The CONNECT head ends here; what follows is the tunnel's first bytes.
+        pair.to_backend.consume(head.head_len);
+        Ok(())
+    } else {
+        pair.to_backend
+            .rewrite_head(ctx.pools, head.head_len, |received, out| {
+                write_request(received, target, add, out)
+            })
+    };
     match rewritten {
         Ok(()) => {}
         Err(PrefixError::TooLarge) => return answer_with(pair, 431, ctx),
         Err(PrefixError::NoBuffer) => return answer_with(pair, 503, ctx),
     }
     let framing = match head.body {
+        _ if connect => Framing::Stream,
         BodyKind::None | BodyKind::UntilClose => Framing::Complete,
         BodyKind::Length(n) => Framing::Length(n),
         BodyKind::Chunked => Framing::Chunked(ChunkScanner::default()),
@@ -275,10 +416,46 @@ fn read_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
         has_body: head.body != BodyKind::None,
         head_started: true,
         log,
+        origin,
+        connect,
+        // A tunnel is never carried by a pooled connection.
+        fresh_only: connect,
         ..Exchange::default()
     };
     ctx.counters.http_requests += 1;
-    Action::Connect
+    match origin {
+        None => Action::Connect,
+        Some(_) if lookup => {
+            pair.phase = Phase::Resolving;
+            pair.deadline = ctx.tick + ctx.ticks.connect;
+            Action::Wait
+        }
+        Some(addr) => go_to(pair, addr, ctx),
+    }
+}
+
+/// 407: ask for credentials. Without a body to skip, the connection stays
+/// open for the retry with credentials, as clients expect.
+fn auth_required(pair: &mut Pair, head: &RequestHead, ctx: &mut Ctx) -> Action {
+    ctx.counters.forward_auth_failures += 1;
+    if head.body != BodyKind::None || !head.keep_alive {
+        return answer_with(pair, 407, ctx);
+    }
+    ctx.counters.http_answers += 1;
+    count_status(ctx.counters, 407);
+    pair.to_backend.consume(head.head_len);
+    let set = pair.to_client.set_prefix(ctx.pools, |out| {
+        let n = AUTH_REQUIRED_KEEP_ALIVE.len();
+        out.get_mut(..n)?.copy_from_slice(AUTH_REQUIRED_KEEP_ALIVE);
+        Some(n)
+    });
+    if set.is_err() {
+        return Action::Close(CloseReason::Error(Side::Client, libc::ENOBUFS));
+    }
+    let _ = pair.to_backend.set_framing(Framing::Head, ctx.pools);
+    pair.exchange = Exchange::default();
+    pair.deadline = ctx.tick + ctx.ticks.keepalive;
+    Action::Again
 }
 
 fn progress(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
