@@ -36,7 +36,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = ferry::server::run(config) {
+    if let Err(e) = ferry::server::run(config, None) {
         eprintln!("proxy: {e}");
         std::process::exit(1);
     }

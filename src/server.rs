@@ -1,30 +1,45 @@
-//! Start the workers, handle signals, stop gracefully, print the report.
+//! Start the workers, handle signals, reload, stop gracefully, print the report.
 //!
 //! The main thread binds every listener (one SO_REUSEPORT socket per worker,
-//! so a bad address fails before anything runs), starts one worker thread
-//! per core, then sleeps on a channel that carries signals (from a
-//! signal-hook thread) and worker exits:
+//! so a bad address fails before anything runs), starts a *generation* of
+//! worker threads (one per core) serving the configuration, then sleeps on a
+//! channel that carries signals (from a signal-hook thread) and worker exits:
 //!
 //! * SIGUSR1: print the statistics report and go on.
-//! * SIGINT/SIGTERM: tell the workers to stop accepting and finish their
-//!   pairs within --grace; once all have exited, print the report, exit 0.
-//!   A second such signal exits at once.
+//! * SIGHUP: read the configuration file again. If it is invalid, log every
+//!   problem and keep serving as before. If it is valid, start a new
+//!   generation on it, then retire the old one: the old workers stop
+//!   accepting and finish the connections they hold, with their settings,
+//!   while the new workers accept from the same listening sockets (the main
+//!   thread keeps a duplicate of each, so a socket that stays in the
+//!   configuration is never closed and no queued connection is lost).
+//!   Listening sockets no longer configured are closed once the old workers
+//!   let go of them.
+//! * SIGINT/SIGTERM: tell every generation to stop accepting and finish
+//!   its pairs within --grace; once all have exited, print the report, exit
+//!   0. A second such signal exits at once.
+//!
+//! The process-wide figures (the connection gate, reload counts, counters of
+//! generations that ended) live in [`Process`], which the report and the
+//! admin listener read.
 
 use crate::config::{Config, Mode};
 use crate::forward::resolver::{self, Dns};
 use crate::http::access_log::AccessLog;
 use crate::net::{self, listener::BindError};
-use crate::stats::{self, Global, SharedCounters};
+use crate::stats::{self, Counters, Global, SharedCounters};
 use crate::upstream::{self, BackendState};
+use crate::worker::{Listener, Shared, Worker};
+use mio::{Poll, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use std::collections::hash_map::{Entry, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
 
 /// Access-log records that may wait for the logger before new ones are dropped.
 const ACCESS_LOG_QUEUE: usize = 16 * 1024;
-use crate::worker::{Listener, Shared, Worker};
-use mio::{Poll, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
-use std::time::Instant;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -42,13 +57,89 @@ impl std::fmt::Display for StartError {
     }
 }
 
+/// Makes the configuration again on SIGHUP: every problem, or the new one.
+pub type Reload = Box<dyn FnMut() -> Result<Config, Vec<String>> + Send>;
+
 enum Message {
     Signal(i32),
-    WorkerExited(usize, Result<(), String>),
+    WorkerExited {
+        generation: usize,
+        id: usize,
+        result: Result<(), String>,
+    },
 }
 
-/// Run the proxy until it is stopped by a signal.
-pub fn run(config: Config) -> Result<(), StartError> {
+/// What outlives a generation: the connection gate, reload outcomes, the
+/// counters of generations that ended, and the ones serving now.
+pub struct Process {
+    pub global: Arc<Global>,
+    pub started: Instant,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Generations with workers still running (serving or draining).
+    pub generations: Mutex<Vec<Arc<Shared>>>,
+    /// The sum of the counters of generations that ended.
+    pub retired: Mutex<Counters>,
+}
+
+impl Process {
+    /// Every counter summed over every generation, live or ended. Gauges
+    /// (connections active, buffers in use) sum the live workers only.
+    pub fn totals(&self) -> Counters {
+        let mut sum = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        for g in self
+            .generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            sum.add(&stats::total(&g.counters));
+        }
+        sum
+    }
+
+    pub fn report(&self) -> String {
+        let mut text = stats::render_report(&self.totals(), &self.global, self.started.elapsed());
+        // Reloads are not worker counters; they go before the report's end line.
+        let end = text.rfind("ferry: report end").unwrap_or(text.len());
+        text.insert_str(
+            end,
+            &format!(
+                "reloads_ok {}\nreloads_failed {}\n",
+                self.reloads_ok.load(Ordering::Relaxed),
+                self.reloads_failed.load(Ordering::Relaxed)
+            ),
+        );
+        text
+    }
+}
+
+/// The listening sockets the main thread holds, by configured address: one
+/// per worker (SO_REUSEPORT shards). Workers serve duplicates of them.
+struct Bound {
+    addr: SocketAddr,
+    shards: Vec<std::net::TcpListener>,
+}
+
+/// One generation of workers and what it needs to be stopped or retired.
+struct Generation {
+    shared: Arc<Shared>,
+    wakers: Vec<Arc<Waker>>,
+    live: usize,
+}
+
+impl Generation {
+    fn wake(&self) {
+        for waker in &self.wakers {
+            let _ = waker.wake();
+        }
+    }
+}
+
+/// Run the proxy until it is stopped by a signal. `reload` makes the new
+/// configuration on SIGHUP (None: started without a file; SIGHUP is logged
+/// and ignored).
+pub fn run(config: Config, mut reload: Option<Reload>) -> Result<(), StartError> {
     let fd_limit = net::sys::raise_fd_limit();
     if fd_limit < config.fds_needed() {
         eprintln!(
@@ -59,15 +150,234 @@ pub fn run(config: Config) -> Result<(), StartError> {
             fd_limit
         );
     }
+    let process = Arc::new(Process {
+        global: Arc::new(Global::default()),
+        started: Instant::now(),
+        reloads_ok: AtomicU64::new(0),
+        reloads_failed: AtomicU64::new(0),
+        generations: Mutex::new(Vec::new()),
+        retired: Mutex::new(Counters::default()),
+    });
+    let (tx, rx) = mpsc::channel();
+    let mut sockets: HashMap<SocketAddr, Bound> = HashMap::new();
+    let mut generations: HashMap<usize, Generation> = HashMap::new();
+    // Signals first: the banner tells scripts they may signal us.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP])
+        .map_err(|e| StartError::Io(format!("cannot install signal handlers: {e}")))?;
+    let signal_tx = tx.clone();
+    std::thread::Builder::new()
+        .name("ferry-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal_tx.send(Message::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| StartError::Io(format!("cannot start signal thread: {e}")))?;
+
+    let first = start_generation(config, 0, &mut sockets, &process, &tx)?;
+    generations.insert(0, first);
+    let mut next_generation = 1;
+
+    let mut stopping = false;
+    let mut failed = false;
+    let mut current = 0;
+    while let Ok(message) = rx.recv() {
+        match message {
+            Message::Signal(SIGUSR1) => eprint!("{}", process.report()),
+            Message::Signal(SIGHUP) if stopping => {}
+            Message::Signal(SIGHUP) => {
+                let Some(make) = reload.as_mut() else {
+                    eprintln!("ferry: SIGHUP: started without -c FILE; nothing to reload");
+                    continue;
+                };
+                let running = generations[&current].shared.config.clone();
+                match make()
+                    .map_err(|errors| errors.join("\n"))
+                    .and_then(|config| {
+                        let config = keep_fixed_settings(config, &running);
+                        start_generation(config, next_generation, &mut sockets, &process, &tx)
+                            .map_err(|e| e.to_string())
+                    }) {
+                    Ok(generation) => {
+                        let old = &generations[&current];
+                        old.shared.retiring.store(true, Ordering::SeqCst);
+                        old.wake();
+                        let kept: Vec<SocketAddr> = generation
+                            .shared
+                            .config
+                            .listeners
+                            .iter()
+                            .map(|l| l.listen)
+                            .collect();
+                        // The old workers hold their own duplicates until they let go.
+                        sockets.retain(|addr, _| kept.contains(addr));
+                        current = next_generation;
+                        generations.insert(next_generation, generation);
+                        next_generation += 1;
+                        process.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("ferry: reloaded the configuration (generation {current})");
+                    }
+                    Err(problems) => {
+                        process.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                        for line in problems.lines() {
+                            eprintln!("ferry: reload: {line}");
+                        }
+                        eprintln!("ferry: reload failed; still serving the previous configuration");
+                    }
+                }
+            }
+            Message::Signal(_) if stopping => {
+                eprintln!("ferry: second signal, exiting now");
+                std::process::exit(1);
+            }
+            Message::Signal(_) => {
+                eprintln!(
+                    "ferry: stopping; live connections have {:?} to finish",
+                    generations[&current].shared.config.grace
+                );
+                stopping = true;
+                stop_all(&generations);
+                // Refuse new connections: close the main thread's duplicates too.
+                sockets.clear();
+            }
+            Message::WorkerExited {
+                generation,
+                id,
+                result,
+            } => {
+                if let Err(e) = result {
+                    eprintln!("ferry: worker {id} failed: {e}; stopping");
+                    failed = true;
+                    stopping = true;
+                    stop_all(&generations);
+                    sockets.clear();
+                }
+                let ended = generations.get_mut(&generation).is_some_and(|g| {
+                    g.live -= 1;
+                    g.live == 0
+                });
+                if ended {
+                    let g = generations.remove(&generation).expect("present");
+                    retire_counters(&process, &g.shared);
+                }
+                if generations.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    eprint!("{}", process.report());
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn stop_all(generations: &HashMap<usize, Generation>) {
+    for g in generations.values() {
+        g.shared.stopping.store(true, Ordering::SeqCst);
+        g.wake();
+    }
+}
+
+/// Fold an ended generation's counters into the process's and forget it.
+fn retire_counters(process: &Process, shared: &Arc<Shared>) {
+    let mut totals = stats::total(&shared.counters);
+    // Levels of workers that are gone are zero, not their last reading.
+    totals.clear_gauges();
+    process
+        .retired
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(&totals);
+    process
+        .generations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|g| !Arc::ptr_eq(g, shared));
+}
+
+/// Settings a running process cannot change (the listening sockets are
+/// sharded per worker): a reload keeps the running values and says so.
+fn keep_fixed_settings(mut config: Config, running: &Config) -> Config {
+    if config.workers != running.workers {
+        eprintln!(
+            "ferry: reload: workers stays {} (changing it needs a restart)",
+            running.workers
+        );
+        config.workers = running.workers;
+    }
+    config
+}
+
+/// Listening sockets for `addr`: the ones already bound (duplicated), or
+/// new ones.
+fn shards_for(
+    addr: SocketAddr,
+    config: &Config,
+    sockets: &mut HashMap<SocketAddr, Bound>,
+    fresh: &mut Vec<SocketAddr>,
+) -> Result<(SocketAddr, Vec<mio::net::TcpListener>), StartError> {
+    let b = match sockets.entry(addr) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => {
+            let (bound, shards) = net::listener::bind_shards(addr, config.workers, config.backlog)
+                .map_err(StartError::Bind)?;
+            fresh.push(addr);
+            e.insert(Bound {
+                addr: bound,
+                shards,
+            })
+        }
+    };
+    let mut out = Vec::with_capacity(b.shards.len());
+    for s in &b.shards {
+        let dup = s.try_clone().map_err(|e| {
+            StartError::Io(format!("cannot duplicate the socket of {}: {e}", b.addr))
+        })?;
+        out.push(mio::net::TcpListener::from_std(dup));
+    }
+    Ok((b.addr, out))
+}
+
+/// Bind what is new and start a generation of workers on `config`. On
+/// failure, sockets bound for it are closed again and nothing runs.
+fn start_generation(
+    config: Config,
+    generation: usize,
+    sockets: &mut HashMap<SocketAddr, Bound>,
+    process: &Arc<Process>,
+    tx: &mpsc::Sender<Message>,
+) -> Result<Generation, StartError> {
+    let mut fresh = Vec::new();
+    let result = build_generation(config, generation, sockets, &mut fresh, process, tx);
+    if result.is_err() {
+        for addr in fresh {
+            sockets.remove(&addr);
+        }
+    }
+    result
+}
+
+fn build_generation(
+    config: Config,
+    generation: usize,
+    sockets: &mut HashMap<SocketAddr, Bound>,
+    fresh: &mut Vec<SocketAddr>,
+    process: &Arc<Process>,
+    tx: &mpsc::Sender<Message>,
+) -> Result<Generation, StartError> {
     let workers = config.workers;
-    // Bind everything first: listeners[worker][listener]. Every listener's
-    // backends get one shared health state, and a range in each worker's list.
+    // listeners[worker][listener]. Every listener's backends get one shared
+    // health state, and a range in each worker's list.
     let mut per_worker: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut backends: Vec<Arc<BackendState>> = Vec::new();
     let mut banners = Vec::new();
+    let mut health = Vec::new();
     for lc in &config.listeners {
-        let (bound, shards) = net::listener::bind_shards(lc.listen, workers, config.backlog)
-            .map_err(StartError::Bind)?;
+        let (bound, shards) = shards_for(lc.listen, &config, sockets, fresh)?;
         let mut targets: Vec<String> = lc.backends.iter().map(|b| b.to_string()).collect();
         if lc.mode == Mode::Forward {
             targets.push("the origin each request names".into());
@@ -105,22 +415,17 @@ pub fn run(config: Config) -> Result<(), StartError> {
             per_worker[w].push(listener);
         }
         if lc.mode == Mode::Http {
-            let checked = backends[first..].to_vec();
-            let health = lc.health.clone();
-            std::thread::Builder::new()
-                .name("ferry-health".into())
-                .spawn(move || upstream::health::run(checked, health))
-                .map_err(|e| StartError::Io(format!("cannot start the health checker: {e}")))?;
+            health.push((backends[first..].to_vec(), lc.health.clone()));
         }
     }
     let shared = Arc::new(Shared {
         config,
-        global: Global::default(),
+        global: process.global.clone(),
         counters: (0..workers).map(|_| SharedCounters::default()).collect(),
-        stopping: Default::default(),
+        stopping: AtomicBool::new(false),
+        retiring: AtomicBool::new(false),
         started: Instant::now(),
     });
-    let (tx, rx) = mpsc::channel();
     let mut wakers = Vec::with_capacity(workers);
     let mut polls = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -130,7 +435,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         wakers.push(Arc::new(waker));
         polls.push(poll);
     }
-    // Forward mode resolves names on threads of their own, never on a worker.
+    // Forward mode resolves names on threads of their own, never on a
+    // worker; they end when the generation's workers drop their handles.
     let forward = shared
         .config
         .listeners
@@ -144,6 +450,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
         resolver = Some(handle);
         inboxes = receivers;
     }
+    // Health checkers end once no worker holds their backends any more.
+    for (checked, config) in health {
+        std::thread::Builder::new()
+            .name("ferry-health".into())
+            .spawn(move || upstream::health::run(checked, config))
+            .map_err(|e| StartError::Io(format!("cannot start the health checker: {e}")))?;
+    }
+    process
+        .generations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(shared.clone());
     let mut inboxes = inboxes.into_iter();
     for (id, (listeners, poll)) in per_worker.into_iter().zip(polls).enumerate() {
         let dns = resolver
@@ -156,71 +474,20 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .name(format!("ferry-worker-{id}"))
             .spawn(move || {
                 let result = worker.run().map_err(|e| e.to_string());
-                let _ = tx.send(Message::WorkerExited(id, result));
+                let _ = tx.send(Message::WorkerExited {
+                    generation,
+                    id,
+                    result,
+                });
             })
             .map_err(|e| StartError::Io(format!("cannot start worker thread: {e}")))?;
     }
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
-        .map_err(|e| StartError::Io(format!("cannot install signal handlers: {e}")))?;
-    std::thread::Builder::new()
-        .name("ferry-signals".into())
-        .spawn(move || {
-            for signal in signals.forever() {
-                if tx.send(Message::Signal(signal)).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| StartError::Io(format!("cannot start signal thread: {e}")))?;
     for banner in banners {
         eprintln!("{banner}");
     }
-
-    let report = || {
-        let totals = stats::total(&shared.counters);
-        eprint!(
-            "{}",
-            stats::render_report(&totals, &shared.global, shared.started.elapsed())
-        );
-    };
-    let stop = || {
-        shared.stopping.store(true, Ordering::SeqCst);
-        for waker in &wakers {
-            let _ = waker.wake();
-        }
-    };
-    let mut exited = 0;
-    let mut failed = false;
-    while let Ok(message) = rx.recv() {
-        match message {
-            Message::Signal(SIGUSR1) => report(),
-            Message::Signal(_) if shared.stopping.load(Ordering::SeqCst) => {
-                eprintln!("ferry: second signal, exiting now");
-                std::process::exit(1);
-            }
-            Message::Signal(_) => {
-                eprintln!(
-                    "ferry: stopping; live connections have {:?} to finish",
-                    shared.config.grace
-                );
-                stop();
-            }
-            Message::WorkerExited(id, result) => {
-                exited += 1;
-                if let Err(e) = result {
-                    eprintln!("ferry: worker {id} failed: {e}; stopping");
-                    failed = true;
-                    stop();
-                }
-                if exited == workers {
-                    break;
-                }
-            }
-        }
-    }
-    report();
-    if failed {
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(Generation {
+        shared,
+        wakers,
+        live: workers,
+    })
 }

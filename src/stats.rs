@@ -55,6 +55,11 @@ macro_rules! define_counters {
                 $(self.$name += other.$name;)*
             }
 
+            /// Zero the levels (gauges), keeping what only grows.
+            pub fn clear_gauges(&mut self) {
+                $(if matches!(Kind::$kind, Kind::Gauge) { self.$name = 0; })*
+            }
+
             /// Visit every metric: name, kind, help text and value.
             pub fn each(&self, mut visit: impl FnMut(&'static str, Kind, &'static str, u64)) {
                 $(visit(stringify!($name), Kind::$kind, $help, self.$name);)*

@@ -77,6 +77,7 @@ macro_rules! session_ctx {
                 _ => None,
             },
             slot: $slot,
+            winding_down: $w.draining || $w.stop_deadline.is_some(),
         }
     }};
 }
@@ -84,9 +85,12 @@ macro_rules! session_ctx {
 /// What all workers and the main thread share.
 pub struct Shared {
     pub config: Config,
-    pub global: Global,
+    /// The process-wide connection gate (shared by every generation).
+    pub global: Arc<Global>,
     pub counters: Vec<SharedCounters>,
     pub stopping: AtomicBool,
+    /// A reload replaced this generation: stop accepting, finish what is open.
+    pub retiring: AtomicBool,
     pub started: Instant,
 }
 
@@ -178,6 +182,8 @@ pub struct Worker {
     at_limit: bool,
     /// Set once SIGTERM reached this worker: the time live pairs must end by.
     stop_deadline: Option<Instant>,
+    /// A reload retired this worker: it accepts no more and ends when empty.
+    draining: bool,
     last_log: Option<Instant>,
     /// Forward mode: name resolution (None without a forward listener).
     dns: Option<Dns>,
@@ -268,6 +274,7 @@ impl Worker {
             accept_again: false,
             at_limit: false,
             stop_deadline: None,
+            draining: false,
             last_log: None,
             dns,
             origins: HashMap::new(),
@@ -308,6 +315,9 @@ impl Worker {
             if self.stop_deadline.is_some() && self.finish_stop() {
                 break;
             }
+            if self.draining && self.pairs.is_empty() {
+                break;
+            }
             self.publish();
         }
         let idle: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
@@ -344,6 +354,8 @@ impl Worker {
                 self.take_answers();
                 if self.shared.stopping.load(Ordering::Relaxed) {
                     self.begin_stop();
+                } else if self.shared.retiring.load(Ordering::Relaxed) {
+                    self.begin_drain();
                 }
             }
             Target::Listener(i) => {
@@ -761,8 +773,10 @@ impl Worker {
         let conn = &mut self.conns[c];
         let b = conn.backend as usize;
         let listener = &self.listeners[pair.listener as usize];
-        let mut healthy =
-            reuse && self.stop_deadline.is_none() && !conn.ready.has(Ready::RDHUP | Ready::ERROR);
+        let mut healthy = reuse
+            && self.stop_deadline.is_none()
+            && !self.draining
+            && !conn.ready.has(Ready::RDHUP | Ready::ERROR);
         if healthy && conn.ready.has(Ready::READ) {
             // Readable after a complete response: only reusable if nothing is there.
             healthy = sys::is_quiet(conn.stream.as_raw_fd());
@@ -949,7 +963,7 @@ impl Worker {
     /// Accept from listener `i` until the kernel has none, the batch is
     /// spent, or the process reaches --max-conns.
     fn accept_from(&mut self, i: usize) {
-        if self.accept_paused_until.is_some() || self.stop_deadline.is_some() {
+        if self.accept_paused_until.is_some() || self.stop_deadline.is_some() || self.draining {
             return;
         }
         let max_conns = self.shared.config.max_conns;
@@ -1128,13 +1142,39 @@ impl Worker {
         if self.stop_deadline.is_some() {
             return;
         }
+        self.stop_accepting();
+        self.stop_deadline = Some(self.now + self.shared.config.grace);
+    }
+
+    /// A reload retired this worker: the next generation accepts from the
+    /// same sockets; this one serves the pairs it has to their end, closing
+    /// keep-alive clients after their next response.
+    fn begin_drain(&mut self) {
+        if self.draining {
+            return;
+        }
+        self.stop_accepting();
+        self.draining = true;
+        // Pooled backend connections will not be used again here.
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.owner.is_none())
+            .map(|(slot, _)| slot)
+            .collect();
+        for c in idle {
+            self.close_conn_idle(c);
+        }
+    }
+
+    fn stop_accepting(&mut self) {
         for l in &mut self.listeners {
             if let Some(mut socket) = l.socket.take() {
                 let _ = self.poll.registry().deregister(&mut socket);
             }
             l.ready = false;
         }
-        self.stop_deadline = Some(self.now + self.shared.config.grace);
+        self.accept_again = false;
     }
 
     /// While stopping: true once no pair is left (closing stragglers at the

@@ -144,6 +144,9 @@ pub struct Ctx<'a> {
     pub forward: Option<Forward<'a>>,
     /// The pair's slot (a pending lookup's answer names it).
     pub slot: usize,
+    /// The worker is stopping or retired by a reload: keep-alive clients
+    /// are told `Connection: close` with their next response.
+    pub winding_down: bool,
 }
 
 /// What a forward-mode session uses besides the HTTP settings.
@@ -562,6 +565,7 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
         return Action::Again;
     }
     let close = !ex.client_keep_alive
+        || ctx.winding_down
         || head.body == BodyKind::UntilClose
         || pair.to_backend.state != FlowState::Open;
     ex.client_keep_alive = !close;

@@ -42,15 +42,15 @@ pub fn bind_shards(
     addr: SocketAddr,
     count: usize,
     backlog: i32,
-) -> Result<(SocketAddr, Vec<mio::net::TcpListener>), BindError> {
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>), BindError> {
     let fail = |addr, error| BindError { addr, error };
     let first = bind_one(addr, backlog).map_err(|e| fail(addr, e))?;
     let bound = first.local_addr().map_err(|e| fail(addr, e))?;
     let mut shards = Vec::with_capacity(count);
-    shards.push(mio::net::TcpListener::from_std(first));
+    shards.push(first);
     for _ in 1..count {
         let next = bind_one(bound, backlog).map_err(|e| fail(bound, e))?;
-        shards.push(mio::net::TcpListener::from_std(next));
+        shards.push(next);
     }
     Ok((bound, shards))
 }

@@ -73,13 +73,17 @@ pub fn check(backend: &BackendState, probe: &Probe, timeout: Duration) -> bool {
     head.starts_with(b"HTTP/1.") && matches!(head[9], b'2' | b'3')
 }
 
-/// Run checks forever on the calling thread.
+/// Run checks on the calling thread until no worker holds these backends
+/// any more (their generation ended: a reload retired it, or the process stops).
 pub fn run(backends: Vec<Arc<BackendState>>, config: HealthConfig) {
     use std::sync::atomic::Ordering::Relaxed;
     // Per backend: passes in a row, failures in a row, marks-down seen.
     let mut streaks: Vec<(u32, u32, u64)> = vec![(0, 0, 0); backends.len()];
     let timeout = config.interval.min(Duration::from_secs(2));
     loop {
+        if backends.iter().all(|b| Arc::strong_count(b) == 1) {
+            return;
+        }
         for (backend, (passes, fails, seen)) in backends.iter().zip(streaks.iter_mut()) {
             let marks = backend.marked_down.load(Relaxed);
             if marks != *seen {
