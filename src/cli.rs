@@ -371,6 +371,7 @@ impl Args {
             grace: Duration::from_secs_f64(self.grace),
             verbose: self.verbose,
             listeners: vec![ListenerConfig {
+                name: "main".into(),
                 listen,
                 mode: self.mode,
                 backends,

@@ -158,6 +158,9 @@ impl Default for ForwardConfig {
 /// One listening address and where its connections go.
 #[derive(Clone, Debug)]
 pub struct ListenerConfig {
+    /// What reports and metrics call this listener (`listener="NAME"`):
+    /// the `name` key of a config file, or `main` for the command line's.
+    pub name: String,
     pub listen: SocketAddr,
     pub mode: Mode,
     pub backends: Vec<SocketAddr>,
