@@ -446,6 +446,15 @@ fn auth_required(pair: &mut Pair, head: &RequestHead, ctx: &mut Ctx) -> Action {
     }
     ctx.counters.http_answers += 1;
     count_status(ctx.counters, 407);
+    if ctx.log.is_some() {
+        // The connection goes on, so no close path logs this answer: log it now.
+        let mut record = Record::new(pair.client_ip);
+        record.capture(&pair.to_backend.unscanned(ctx.pools)[..head.head_len]);
+        record.status = 407;
+        record.bytes = AUTH_REQUIRED_KEEP_ALIVE.len() as u64;
+        let r = ctx.records.insert(record);
+        emit_record(ctx.log, ctx.records, r, ctx.counters);
+    }
     pair.to_backend.consume(head.head_len);
     let set = pair.to_client.set_prefix(ctx.pools, |out| {
         let n = AUTH_REQUIRED_KEEP_ALIVE.len();
