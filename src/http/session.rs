@@ -26,6 +26,7 @@ use super::head::{
 use super::rewrite::{write_request, write_response, ClientConnection, Target};
 use crate::config::{ForwardConfig, HttpConfig};
 use crate::conn::Conn;
+use crate::forward::acl::is_own_address;
 use crate::forward::request::{judge, Verdict};
 use crate::forward::resolver::{Asked, Cached, Dns};
 use crate::net::sys;
@@ -234,13 +235,7 @@ fn go_to(pair: &mut Pair, addr: SocketAddr, ctx: &mut Ctx) -> Action {
     let Some(fwd) = ctx.forward.as_ref() else {
         return answer_with(pair, 502, ctx);
     };
-    let own = fwd.listening.iter().any(|l| {
-        l.port() == addr.port()
-            && (l.ip() == addr.ip()
-                || (l.ip().is_unspecified()
-                    && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
-    });
-    if own || !fwd.cfg.acl.permits(addr.ip()) {
+    if is_own_address(fwd.listening, addr) || !fwd.cfg.acl.permits(addr.ip()) {
         ctx.counters.forward_denied += 1;
         return answer_with(pair, 403, ctx);
     }
