@@ -7,7 +7,10 @@
 //! networks and loops, 400 for a malformed authority, 502 for a name that
 //! does not resolve, 504 for a black hole); credentials never logged; the
 //! open-proxy refusal at start; `-m http` still serves absolute form from its
-//! backends; and the forward counters in the SIGUSR1 report.
+//! backends; the forward counters in the SIGUSR1 report; and the edges
+//! (origin-first half-close, names through the resolver cache, a tunnel after
+//! a request, pipelining, stale pooled origins, 40 concurrent tunnels,
+//! clients leaving mid-connect, idle tunnels, IPv6 literals, HTTP/1.0).
 
 mod common;
 
@@ -982,7 +985,7 @@ fn the_report_counts_tunnels_auth_failures_and_refusals() {
 }
 
 // ---------------------------------------------------------------------------
-// Exploratory (to sort into place).
+// Edges: tunnels and requests in less common shapes, and their cleanup.
 // ---------------------------------------------------------------------------
 
 #[test]
@@ -1110,4 +1113,143 @@ fn a_keep_alive_407_is_in_the_access_log() {
         err.contains("\"GET http://127.0.0.1:9/x HTTP/1.1\" 407"),
         "{err}"
     );
+}
+
+#[test]
+fn many_concurrent_tunnels_each_byte_exact() {
+    let echo = Backend::echo();
+    let port = echo.addr.port().to_string();
+    let proxy = forward(&["--connect-ports", &port, "--splice", "on"]);
+    let baseline = proxy.fd_kinds();
+    let target = echo.addr.to_string();
+    let addr = proxy.addr;
+    let threads: Vec<_> = (0..40u64)
+        .map(|i| {
+            let target = target.clone();
+            thread::spawn(move || {
+                let c = open_tunnel(addr, &target, "");
+                echo_through(
+                    c,
+                    64 * KIB + i as usize * 1013,
+                    100 + i,
+                    "concurrent tunnel",
+                );
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let r = proxy.wait_idle();
+    assert_eq!(r.u("forward_tunnels"), 40);
+    proxy.wait_fds_back_to(baseline, 256);
+}
+
+#[test]
+fn a_client_that_leaves_during_the_connect_releases_everything() {
+    let hole = black_hole();
+    let port = hole.addr.port().to_string();
+    let proxy = forward(&["--connect-ports", &port, "--connect-timeout", "5"]);
+    let baseline = proxy.fd_kinds();
+    for _ in 0..5 {
+        let mut c = HttpConn::connect(proxy.addr);
+        c.send(&connect_req(&hole.addr.to_string(), ""));
+        c.send(&get_abs(&format!("http://{}/", hole.addr), ""));
+        drop(c);
+    }
+    for _ in 0..5 {
+        let mut c = HttpConn::connect(proxy.addr);
+        c.send(&get_abs(&format!("http://{}/", hole.addr), ""));
+        drop(c);
+    }
+    proxy.wait_idle();
+    proxy.wait_fds_back_to(baseline, 0);
+}
+
+#[test]
+fn an_idle_tunnel_is_closed_by_the_idle_timeout() {
+    let echo = Backend::echo();
+    let port = echo.addr.port().to_string();
+    let proxy = forward(&["--connect-ports", &port, "--idle-timeout", "1"]);
+    let mut c = open_tunnel(proxy.addr, &echo.addr.to_string(), "");
+    c.send(b"ping");
+    assert_eq!(c.read_exact(4), b"ping");
+    let mut s = c.s;
+    expect_closed(&mut s, DEADLINE);
+    let r = proxy.wait_idle();
+    assert_eq!(r.u("idle_timeouts"), 1);
+}
+
+#[test]
+fn a_stale_pooled_origin_connection_is_replaced() {
+    // The origin answers keep-alive, then closes the connection anyway.
+    let origin = HttpBackend::serve(|r| reply_then(ok(r.head.target().as_bytes()), Then::Close));
+    let proxy = forward(&[]);
+    let url = |p: &str| format!("http://{}{p}", origin.addr);
+    let mut c = HttpConn::connect(proxy.addr);
+    assert_eq!(c.roundtrip(&get_abs(&url("/1"), "")).body, b"/1");
+    origin.wait_until("the first connection closed", DEADLINE, |b| b.eofs() >= 1);
+    let r = c.roundtrip(&get_abs(&url("/2"), ""));
+    assert_eq!(r.status(), 200, "{:?}", String::from_utf8_lossy(&r.bytes()));
+    assert_eq!(r.body, b"/2");
+}
+
+#[test]
+fn pipelined_connects_after_a_407() {
+    let echo = Backend::echo();
+    let port = echo.addr.port().to_string();
+    let auth = auth_arg();
+    let proxy = forward(&["--auth", &auth, "--connect-ports", &port]);
+    let target = echo.addr.to_string();
+    let mut c = HttpConn::connect(proxy.addr);
+    let mut req = connect_req(&target, "");
+    req.extend(connect_req(&target, &good_creds()));
+    c.send(&req);
+    let r = c.read_response(false);
+    assert_407(&r, "first of two pipelined CONNECTs");
+    expect_established(&mut c, "second pipelined CONNECT");
+    echo_through(c, 3000, 3, "tunnel after a pipelined 407");
+}
+
+#[test]
+fn an_origin_that_closes_at_once_ends_the_tunnel() {
+    let origin = Backend::start(|s, _| drop(s));
+    let port = origin.addr.port().to_string();
+    let proxy = forward(&["--connect-ports", &port]);
+    let mut c = open_tunnel(proxy.addr, &origin.addr.to_string(), "");
+    let (rest, how) = c.read_until_closed();
+    assert!(rest.is_empty());
+    assert_eq!(
+        how,
+        Closed::Eof,
+        "the origin's FIN must reach the client as a FIN"
+    );
+    // The client's direction stays open (a half-closed tunnel) until it closes.
+    drop(c);
+    proxy.wait_idle();
+}
+
+#[test]
+fn ipv6_literal_origins() {
+    if !have_ipv6_loopback() {
+        eprintln!("skipped: no ::1");
+        return;
+    }
+    let echo = Backend::echo_on("[::1]:0");
+    let port = echo.addr.port().to_string();
+    let proxy = forward(&["--connect-ports", &port]);
+    let c = open_tunnel(proxy.addr, &format!("[::1]:{port}"), "");
+    echo_through(c, 10 * KIB, 6, "tunnel to [::1]");
+}
+
+#[test]
+fn connect_in_http_1_0() {
+    let echo = Backend::echo();
+    let port = echo.addr.port().to_string();
+    let proxy = forward(&["--connect-ports", &port]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(format!("CONNECT {} HTTP/1.0\r\n\r\n", echo.addr).as_bytes());
+    let head = c.read_head();
+    assert_eq!(head.status(), 200, "{}", head.text());
+    echo_through(c, 1000, 2, "1.0 tunnel");
 }
