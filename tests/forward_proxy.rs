@@ -385,6 +385,29 @@ fn missing_credentials_get_407_and_a_retry_on_the_same_connection_succeeds() {
 }
 
 #[test]
+fn every_request_on_a_connection_needs_credentials() {
+    let origin = HttpBackend::named("o");
+    let echo = Backend::echo();
+    let port = echo.addr.port().to_string();
+    let auth = auth_arg();
+    let proxy = forward(&["--auth", &auth, "--connect-ports", &port]);
+    let url = format!("http://{}/x", origin.addr);
+    let mut c = HttpConn::connect(proxy.addr);
+    assert_eq!(c.roundtrip(&get_abs(&url, &good_creds())).status(), 200);
+    assert_407(
+        &c.roundtrip(&get_abs(&url, "")),
+        "a second request without credentials after one with them",
+    );
+    c.send(&connect_req(&echo.addr.to_string(), ""));
+    assert_407(
+        &c.read_response(false),
+        "a CONNECT without credentials after a request with them",
+    );
+    assert_eq!(origin.requests().len(), 1);
+    assert_eq!(echo.accepted(), 0);
+}
+
+#[test]
 fn wrong_credentials_get_407() {
     let origin = HttpBackend::named("o");
     let auth = auth_arg();
