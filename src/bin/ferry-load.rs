@@ -649,10 +649,10 @@ impl<'a> Worker<'a> {
             return Some(self.fail(Failure::Status));
         }
         if c.phase == Phase::ReadConnect {
+            // A 200 to CONNECT turns the connection into a tunnel: its
+            // version or Connection field says nothing about the tunnel's end
+            // (tinyproxy answers HTTP/1.0 without keep-alive).
             self.stats.tunnels += 1;
-            if h.close {
-                return Some(self.fail(Failure::Parse));
-            }
             c.phase = Phase::SendRequest;
             c.written = 0;
             return None;
