@@ -350,9 +350,9 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// TCP connect to the proxy in progress.
-    Connecting,
-    /// Writing the CONNECT head.
+    /// Writing the CONNECT head (the first write also finds out whether the
+    /// TCP connect worked: on loopback it is usually done when connect()
+    /// returns, and a write before that just blocks).
     SendConnect,
     /// Reading the proxy's answer to CONNECT.
     ReadConnect,
@@ -370,8 +370,12 @@ enum Step {
     Reopen,
 }
 
+/// One of the worker's connection slots; the slot and its buffer live for
+/// the whole run, the stream is replaced each time the slot reopens.
 struct Conn {
-    stream: TcpStream,
+    stream: Option<TcpStream>,
+    /// A write went through on this stream: the TCP connect worked.
+    connected: bool,
     phase: Phase,
     written: usize,
     buf: Box<[u8]>,
@@ -390,7 +394,7 @@ struct Conn {
 struct Worker<'a> {
     plan: &'a Plan,
     poll: Poll,
-    conns: Vec<Option<Conn>>,
+    conns: Vec<Conn>,
     stats: Stats,
     stop: Instant,
 }
@@ -404,10 +408,26 @@ fn open(plan: &Plan) -> io::Result<TcpStream> {
 
 impl<'a> Worker<'a> {
     fn new(plan: &'a Plan, n: usize, stop: Instant) -> io::Result<Worker<'a>> {
+        let now = Instant::now();
         let mut w = Worker {
             plan,
             poll: Poll::new()?,
-            conns: (0..n).map(|_| None).collect(),
+            conns: (0..n)
+                .map(|_| Conn {
+                    stream: None,
+                    connected: false,
+                    phase: Phase::SendRequest,
+                    written: 0,
+                    buf: vec![0u8; READ_BUF].into_boxed_slice(),
+                    filled: 0,
+                    head: None,
+                    body_left: 0,
+                    body_seen: 0,
+                    served: 0,
+                    opened: now,
+                    request_start: now,
+                })
+                .collect(),
             stats: Stats::default(),
             stop,
         };
@@ -434,19 +454,19 @@ impl<'a> Worker<'a> {
                         continue;
                     }
                     let now = Instant::now();
-                    self.conns[i] = Some(Conn {
-                        stream,
-                        phase: Phase::Connecting,
-                        written: 0,
-                        buf: vec![0u8; READ_BUF].into_boxed_slice(),
-                        filled: 0,
-                        head: None,
-                        body_left: 0,
-                        body_seen: 0,
-                        served: 0,
-                        opened: now,
-                        request_start: now,
-                    });
+                    let c = &mut self.conns[i];
+                    c.stream = Some(stream);
+                    c.connected = false;
+                    c.phase = match self.plan.mode {
+                        Mode::Connect | Mode::Tunnel => Phase::SendConnect,
+                        Mode::Get => Phase::SendRequest,
+                    };
+                    c.written = 0;
+                    c.filled = 0;
+                    c.head = None;
+                    c.served = 0;
+                    c.opened = now;
+                    c.request_start = now;
                     return;
                 }
                 Err(_) => {
@@ -459,16 +479,24 @@ impl<'a> Worker<'a> {
     }
 
     fn close(&mut self, i: usize) {
-        if let Some(mut c) = self.conns[i].take() {
-            // Closing the fd also removes it from epoll; deregister anyway,
-            // mio asks for it.
-            let _ = self.poll.registry().deregister(&mut c.stream);
-        }
+        // Closing the fd removes it from epoll (no duplicate of it exists),
+        // so no deregister: one syscall less per tunnel.
+        self.conns[i].stream = None;
     }
 
+    /// Start slot `i` over on a new connection and take it as far as it goes
+    /// (edge-triggered: the new socket reports only what happens from now).
     fn reopen(&mut self, i: usize) {
-        self.close(i);
-        self.start(i);
+        loop {
+            self.close(i);
+            self.start(i);
+            if self.conns[i].stream.is_none() {
+                return;
+            }
+            if let Step::Blocked = self.step(i) {
+                return;
+            }
+        }
     }
 
     fn run(mut self) -> Stats {
@@ -489,13 +517,13 @@ impl<'a> Worker<'a> {
             }
             for ev in events.iter() {
                 let i = ev.token().0;
-                if self.conns[i].is_none() {
+                if self.conns[i].stream.is_none() {
                     continue;
                 }
+                // An event left over from the slot's previous stream only
+                // makes step try operations that return WouldBlock.
                 if let Step::Reopen = self.step(i) {
                     self.reopen(i);
-                    // A fresh connection may already be readable/writable;
-                    // its first event will come from epoll.
                 }
             }
             let now = Instant::now();
@@ -512,9 +540,9 @@ impl<'a> Worker<'a> {
 
     fn sweep_timeouts(&mut self, now: Instant) {
         for i in 0..self.conns.len() {
-            let stalled = self.conns[i]
-                .as_ref()
-                .is_some_and(|c| now.duration_since(c.request_start) > self.plan.timeout);
+            let c = &self.conns[i];
+            let stalled =
+                c.stream.is_some() && now.duration_since(c.request_start) > self.plan.timeout;
             if stalled {
                 self.stats.count(Failure::Timeout);
                 self.reopen(i);
@@ -526,24 +554,11 @@ impl<'a> Worker<'a> {
     fn step(&mut self, i: usize) -> Step {
         let plan = self.plan;
         loop {
-            let c = self.conns[i].as_mut().expect("step on an open slot");
+            let c = &mut self.conns[i];
+            let Some(stream) = c.stream.as_mut() else {
+                return Step::Reopen;
+            };
             match c.phase {
-                Phase::Connecting => {
-                    match c.stream.take_error() {
-                        Ok(None) => {}
-                        Ok(Some(_)) | Err(_) => return self.fail(Failure::Connect),
-                    }
-                    match c.stream.peer_addr() {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => return Step::Blocked,
-                        Err(_) => return self.fail(Failure::Connect),
-                    }
-                    c.phase = match plan.mode {
-                        Mode::Connect | Mode::Tunnel => Phase::SendConnect,
-                        Mode::Get => Phase::SendRequest,
-                    };
-                    c.written = 0;
-                }
                 Phase::SendConnect | Phase::SendRequest => {
                     let data = if c.phase == Phase::SendConnect {
                         &plan.connect_head
@@ -556,12 +571,25 @@ impl<'a> Worker<'a> {
                         // connect; the others time each GET.
                         c.request_start = Instant::now();
                     }
-                    match c.stream.write(&data[c.written..]) {
-                        Ok(0) => return self.fail(Failure::Write),
-                        Ok(n) => c.written += n,
+                    // Before the first write went through, a failure is the
+                    // TCP connect's.
+                    let failure = if c.connected {
+                        Failure::Write
+                    } else {
+                        Failure::Connect
+                    };
+                    match stream.write(&data[c.written..]) {
+                        Ok(0) => return self.fail(failure),
+                        Ok(n) => {
+                            c.written += n;
+                            c.connected = true;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected && !c.connected => {
+                            return Step::Blocked
+                        }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return self.fail(Failure::Write),
+                        Err(_) => return self.fail(failure),
                     }
                     if c.written == data.len() {
                         c.written = 0;
@@ -579,7 +607,7 @@ impl<'a> Worker<'a> {
                     let to_connect = c.phase == Phase::ReadConnect;
                     // Before the head, accumulate; after it, only count.
                     let start = if c.head.is_some() { 0 } else { c.filled };
-                    let n = match c.stream.read(&mut c.buf[start..]) {
+                    let n = match stream.read(&mut c.buf[start..]) {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -589,7 +617,7 @@ impl<'a> Worker<'a> {
                         return self.on_eof(i);
                     }
                     self.stats.bytes += n as u64;
-                    let c = self.conns[i].as_mut().expect("open slot");
+                    let c = &mut self.conns[i];
                     let body_new = match c.head {
                         Some(_) => n as u64,
                         None => {
@@ -609,7 +637,7 @@ impl<'a> Worker<'a> {
                             }
                         }
                     };
-                    let c = self.conns[i].as_mut().expect("open slot");
+                    let c = &mut self.conns[i];
                     let h = c.head.expect("head parsed");
                     c.body_seen += body_new;
                     match h.framing {
@@ -643,7 +671,7 @@ impl<'a> Worker<'a> {
     /// connection, `Some(step)` to stop here.
     fn on_message(&mut self, i: usize) -> Option<Step> {
         let plan = self.plan;
-        let c = self.conns[i].as_mut().expect("open slot");
+        let c = &mut self.conns[i];
         let h = c.head.expect("head parsed");
         if h.status != 200 {
             return Some(self.fail(Failure::Status));
@@ -692,11 +720,11 @@ impl<'a> Worker<'a> {
 
     /// The proxy closed the connection while we were reading.
     fn on_eof(&mut self, i: usize) -> Step {
-        let c = self.conns[i].as_ref().expect("open slot");
+        let c = &self.conns[i];
         match (c.phase, c.head) {
             // A body that runs to the close: the close ends it.
             (_, Some(h)) if h.framing == Framing::UntilClose => {
-                let c = self.conns[i].as_mut().expect("open slot");
+                let c = &mut self.conns[i];
                 c.head = Some(Head { close: true, ..h });
                 match self.on_message(i) {
                     Some(step) => step,
