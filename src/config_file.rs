@@ -494,3 +494,131 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     row[b.len()]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argh::FromArgs;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse("f.toml", text).and_then(|s| s.build()) {
+            Ok(_) => Vec::new(),
+            Err(p) => p,
+        }
+    }
+
+    fn flags(args: &[&str]) -> Settings {
+        crate::cli::Args::from_args(&["proxy"], args)
+            .unwrap()
+            .settings()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_bare_listener_gets_the_command_lines_defaults() {
+        let file = parse("f.toml", "[[listener]]\n").unwrap().build().unwrap();
+        let cli = flags(&[]).build().unwrap();
+        let mut l = file.listeners[0].clone();
+        assert_eq!(l.name, "listener1");
+        l.name = "main".into();
+        assert_eq!(format!("{l:?}"), format!("{:?}", cli.listeners[0]));
+        let (mut f, mut c) = (file.clone(), cli.clone());
+        f.listeners.clear();
+        c.listeners.clear();
+        assert_eq!(format!("{f:?}"), format!("{c:?}"));
+    }
+
+    #[test]
+    fn every_problem_names_its_line_column_and_key() {
+        let p = problems(
+            "workers = \"two\"\nbogus = 1\n[[listener]]\nlisten = \"127.0.0.1:80\"\n\
+             backends = []\n[[listener]]\nlisten = \"127.0.0.1:80\"\nmode = \"http\"\n\
+             backends = [\"127.0.0.1:1\"]\n[[listener]]\nlisten = \"nowhere\"\n",
+        );
+        let want = [
+            "f.toml:1:11: workers: expected a whole number",
+            "f.toml:2:1: unknown key 'bogus'",
+            "f.toml:5:12: backends: the backend list is empty",
+            "f.toml:7:10: listen: 127.0.0.1:80 clashes with 127.0.0.1:80 of listener 'listener1'",
+            "f.toml:11:10: listen: 'nowhere' is not an ADDRESS:PORT",
+        ];
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+        for (got, want) in p.iter().zip(want) {
+            assert!(
+                got.starts_with(want),
+                "{got:?} does not start with {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_are_checked_as_on_the_command_line() {
+        for (text, want) in [
+            ("max_conns = 0\n[[listener]]\n", "f.toml:1:13: max_conns: 0 is not between"),
+            ("[[listener]]\nmode = \"udp\"\n", "f.toml:2:8: mode: 'udp' is not one of"),
+            ("[[listener]]\nhealth_interval = -1\n", "f.toml:2:19: health_interval: '-1'"),
+            ("[[listener]]\nconnect_ports = [0]\n", "f.toml:2:18: connect_ports: 0 is not a port"),
+            ("[[listener]]\ndeny = [\"10/99\"]\n", "f.toml:2:9: deny: '10/99'"),
+            ("[[listener]]\nmode = \"tcp\"\nbackends = [\"a:1\", \"b:2\"]\n", "tcp mode relays to one"),
+            ("[[listener]]\nworkers = 2\n", "f.toml:2:1: workers: 'workers' is a global"),
+            ("listen = \"1.2.3.4:5\"\n[[listener]]\n", "'listen' is a listener setting"),
+            ("workers = 2\n", "no [[listener]] table"),
+            ("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[listener]]\nname = \"a\"\n", "f.toml:5:8: name: listener name 'a' is taken"),
+            ("[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n", "both ask for port 0"),
+            ("[[listener]]\nlisten = \"0.0.0.0:80\"\n[[listener]]\nlisten = \"127.0.0.1:80\"\n", "clashes"),
+            ("[[listener]]\nlisten = \"0.0.0.0:3128\"\nmode = \"forward\"\n", "set open = true"),
+            ("admin = \"0.0.0.0:9100\"\n[[listener]]\n", "f.toml:1:9: admin: the admin listener on 0.0.0.0:9100 is not loopback-only; give admin_token"),
+            ("[[listener]]\nmode = \"forward\"\nbackends = [\"127.0.0.1:1\"]\nlisten = \"127.0.0.1:1\"\n", "takes no backends"),
+            ("[[listener]\n", "f.toml:1:"),
+        ] {
+            let p = problems(text);
+            assert!(p.len() == 1 && p[0].contains(want), "{text:?}: {p:#?}");
+        }
+        assert!(problems(
+            "[[listener]]\nlisten = \"127.0.0.1:80\"\n[[listener]]\nlisten = \"127.0.0.2:80\"\n"
+        )
+        .is_empty());
+        assert!(problems(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nlisten = \"127.0.0.2:0\"\n"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn flags_override_the_globals_and_the_first_listener_only() {
+        let text = "max_conns = 5\nbuffer_size = 4096\n[[listener]]\nlisten = \"127.0.0.1:1000\"\n\
+                    mode = \"http\"\nbackends = [\"127.0.0.1:1\"]\npool_size = 3\n\
+                    [[listener]]\nlisten = \"127.0.0.1:2000\"\n";
+        let mut s = parse("f.toml", text).unwrap();
+        s.overlay(&flags(&[
+            "-p",
+            "1001",
+            "--max-conns",
+            "7",
+            "-b",
+            "127.0.0.1:2",
+        ]));
+        let c = s.build().unwrap();
+        assert_eq!(c.max_conns, 7);
+        assert_eq!(c.buffer_size, 4096);
+        let (a, b) = (&c.listeners[0], &c.listeners[1]);
+        assert_eq!(a.listen.to_string(), "127.0.0.1:1001");
+        assert_eq!(a.mode, crate::config::Mode::Http);
+        assert_eq!(a.backends[0].to_string(), "127.0.0.1:2");
+        assert_eq!(a.http.pool_size, 3);
+        assert_eq!(b.listen.to_string(), "127.0.0.1:2000");
+        // A flag's problem is named by the flag.
+        let mut s = parse("f.toml", text).unwrap();
+        s.overlay(&flags(&["-p", "2000"]));
+        let p = s.build().unwrap_err();
+        assert!(
+            p[0].starts_with("f.toml:9:10: listen: 127.0.0.1:2000 clashes"),
+            "{p:?}"
+        );
+        let mut s = parse("f.toml", text).unwrap();
+        s.overlay(&flags(&["--max-header-size", "8192"]));
+        assert!(
+            s.build().unwrap_err()[0].starts_with("--max-header-size: 8192 is not between 64 and")
+        );
+    }
+}
