@@ -1,111 +1,110 @@
 //! Command-line flags (argh) -> [`Config`].
 //!
-//! Every error names the flag it is about; `main` prints it on one line and
-//! exits with status 2.
+//! Only the flags that appear become settings (defaults are applied in
+//! `settings.rs`), so that they can override a config file's values. Every
+//! error names the flag it is about; `main` prints it on one line and exits
+//! with status 2.
 
-use crate::config::{
-    self, AddFields, Balance, Cidr, Config, Credentials, ForwardConfig, HealthConfig, HttpConfig,
-    ListenerConfig, Mode, Probe, SpliceMode,
-};
-use crate::forward::{acl, auth};
+use crate::config::{Balance, Cidr, Config, Mode, Probe, SpliceMode};
+use crate::forward::acl;
+use crate::settings::{self, Given, GlobalSettings, ListenerSettings, Settings};
 use argh::FromArgs;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::net::IpAddr;
 
 #[derive(FromArgs, Debug)]
 /// ferry: a TCP and HTTP/1.1 proxy on a per-core, edge-triggered event loop.
 /// Relays every connection to LISTEN:PORT to the backends.
 #[argh(help_triggers("-h", "--help"))]
 pub struct Args {
+    /// load the configuration from a TOML FILE; flags given as well override
+    /// its globals and its first listener; SIGHUP reads it again
+    #[argh(option, short = 'c')]
+    pub config: Option<String>,
+    /// with -c: check the file (and flags), print every problem or
+    /// `FILE: ok`, and exit (1 if any problem)
+    #[argh(switch)]
+    pub check: bool,
     /// address to listen on, IPv4 or IPv6 (default 0.0.0.0)
-    #[argh(option, short = 'l', default = "config::DEFAULT_LISTEN.to_string()")]
-    pub listen: String,
+    #[argh(option, short = 'l')]
+    pub listen: Option<String>,
     /// port to listen on; 0 picks a free one (default 8080)
-    #[argh(option, short = 'p', default = "config::DEFAULT_PORT")]
-    pub port: u16,
+    #[argh(option, short = 'p')]
+    pub port: Option<u16>,
     /// tcp (relay bytes), http (HTTP/1.1 reverse proxy) or forward (HTTP
     /// forward proxy with CONNECT) (default tcp)
-    #[argh(option, short = 'm', default = "Mode::Tcp")]
-    pub mode: Mode,
+    #[argh(option, short = 'm')]
+    pub mode: Option<Mode>,
     /// backend HOST or HOST:PORT, resolved at start; repeat for several
     /// (default 127.0.0.1, port from --backend-port)
     #[argh(option, short = 'b')]
     pub backend: Vec<String>,
     /// backend port (default 8081)
-    #[argh(option, short = 'P', default = "config::DEFAULT_BACKEND_PORT")]
-    pub backend_port: u16,
+    #[argh(option, short = 'P')]
+    pub backend_port: Option<u16>,
     /// worker threads, one event loop each (default: the number of CPUs)
     #[argh(option, short = 'w')]
     pub workers: Option<usize>,
     /// client connections for the whole process (default 10000)
-    #[argh(option, default = "config::DEFAULT_MAX_CONNS")]
-    pub max_conns: usize,
+    #[argh(option)]
+    pub max_conns: Option<usize>,
     /// bytes in each relay buffer (default 16384)
-    #[argh(option, default = "config::DEFAULT_BUFFER_SIZE")]
-    pub buffer_size: usize,
+    #[argh(option)]
+    pub buffer_size: Option<usize>,
     /// zero-copy relay with splice(2): auto, on or off (default auto)
-    #[argh(option, default = "SpliceMode::Auto")]
-    pub splice: SpliceMode,
+    #[argh(option)]
+    pub splice: Option<SpliceMode>,
     /// seconds allowed for a backend connect (default 5)
-    #[argh(option, default = "config::DEFAULT_CONNECT_TIMEOUT", from_str_fn(secs))]
-    pub connect_timeout: f64,
+    #[argh(option, from_str_fn(secs))]
+    pub connect_timeout: Option<f64>,
     /// seconds a pair may pass with no traffic either way (default 300)
-    #[argh(option, default = "config::DEFAULT_IDLE_TIMEOUT", from_str_fn(secs))]
-    pub idle_timeout: f64,
+    #[argh(option, from_str_fn(secs))]
+    pub idle_timeout: Option<f64>,
     /// listen backlog (default 1024)
-    #[argh(option, default = "config::DEFAULT_BACKLOG")]
-    pub backlog: i32,
+    #[argh(option)]
+    pub backlog: Option<i32>,
     /// seconds live connections may take to finish after SIGTERM (default 10)
-    #[argh(option, default = "config::DEFAULT_GRACE", from_str_fn(secs))]
-    pub grace: f64,
+    #[argh(option, from_str_fn(secs))]
+    pub grace: Option<f64>,
     /// http: round-robin, least-conn or p2c (default round-robin)
-    #[argh(option, default = "Balance::RoundRobin")]
-    pub balance: Balance,
+    #[argh(option)]
+    pub balance: Option<Balance>,
     /// http: active health check, tcp or http:/PATH (default tcp)
-    #[argh(option, default = "Probe::Tcp")]
-    pub health_check: Probe,
+    #[argh(option)]
+    pub health_check: Option<Probe>,
     /// http: seconds between health checks (default 2)
-    #[argh(option, default = "config::DEFAULT_HEALTH_INTERVAL", from_str_fn(secs))]
-    pub health_interval: f64,
+    #[argh(option, from_str_fn(secs))]
+    pub health_interval: Option<f64>,
     /// http: passed checks that bring a backend back (default 2)
-    #[argh(option, default = "config::DEFAULT_HEALTH_RISE")]
-    pub health_rise: u32,
+    #[argh(option)]
+    pub health_rise: Option<u32>,
     /// http: failed checks that take a backend down (default 3)
-    #[argh(option, default = "config::DEFAULT_HEALTH_FALL")]
-    pub health_fall: u32,
+    #[argh(option)]
+    pub health_fall: Option<u32>,
     /// http: seconds from a request's first byte to its complete head (default 10)
-    #[argh(option, default = "config::DEFAULT_HEADER_TIMEOUT", from_str_fn(secs))]
-    pub header_timeout: f64,
+    #[argh(option, from_str_fn(secs))]
+    pub header_timeout: Option<f64>,
     /// http: seconds an idle client may wait between requests (default 60)
-    #[argh(
-        option,
-        default = "config::DEFAULT_KEEPALIVE_TIMEOUT",
-        from_str_fn(secs)
-    )]
-    pub keepalive_timeout: f64,
+    #[argh(option, from_str_fn(secs))]
+    pub keepalive_timeout: Option<f64>,
     /// http: seconds until the backend's first response byte (default 60)
-    #[argh(option, default = "config::DEFAULT_BACKEND_TIMEOUT", from_str_fn(secs))]
-    pub backend_timeout: f64,
+    #[argh(option, from_str_fn(secs))]
+    pub backend_timeout: Option<f64>,
     /// http: seconds an idle backend connection stays pooled (default 4)
-    #[argh(
-        option,
-        default = "config::DEFAULT_POOL_IDLE_TIMEOUT",
-        from_str_fn(secs)
-    )]
-    pub pool_idle_timeout: f64,
+    #[argh(option, from_str_fn(secs))]
+    pub pool_idle_timeout: Option<f64>,
     /// http: idle connections kept per backend per worker (default 32)
-    #[argh(option, default = "config::DEFAULT_POOL_SIZE")]
-    pub pool_size: usize,
+    #[argh(option)]
+    pub pool_size: Option<usize>,
     /// http: requests a backend connection carries before it is closed (default 100)
-    #[argh(option, default = "config::DEFAULT_POOL_MAX_REQUESTS")]
-    pub pool_max_requests: u32,
+    #[argh(option)]
+    pub pool_max_requests: Option<u32>,
     /// http: bytes a request head may take, at most --buffer-size
     /// (default 16384, or --buffer-size if smaller)
     #[argh(option)]
     pub max_header_size: Option<usize>,
     /// http: header fields a request may have (default 100)
-    #[argh(option, default = "config::DEFAULT_MAX_HEADERS")]
-    pub max_headers: usize,
+    #[argh(option)]
+    pub max_headers: Option<usize>,
     /// http: write an access log (combined format + backend and request
     /// time) to PATH, or to stderr with -
     #[argh(option)]
@@ -155,12 +154,7 @@ pub struct Args {
 }
 
 fn secs(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() && v <= 1e6 => Ok(v),
-        _ => Err(format!(
-            "'{value}' is not a number of seconds above 0 (such as 5 or 0.5)"
-        )),
-    }
+    settings::seconds(value.parse::<f64>().unwrap_or(f64::NAN), value)
 }
 
 fn ports(value: &str) -> Result<Vec<u16>, String> {
@@ -177,291 +171,102 @@ impl std::fmt::Display for CliError {
     }
 }
 
-fn err(flag: &str, what: impl std::fmt::Display) -> CliError {
-    CliError(format!("{flag}: {what}"))
+/// `value` given by `flag`, if it was given.
+fn flag<T>(flag: &str, value: Option<T>) -> Option<Given<T>> {
+    value.map(|v| Given::new(v, flag))
 }
 
-fn listen_addr(host: &str, port: u16) -> Result<SocketAddr, CliError> {
-    let ip: IpAddr = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .map_err(|_| {
-            err(
-                "--listen",
-                format!("'{host}' is not an IPv4 or IPv6 address"),
-            )
-        })?;
-    Ok(SocketAddr::new(ip, port))
+/// A switch: given (as `value`) only when present.
+fn switch(flag: &str, on: bool, value: bool) -> Option<Given<bool>> {
+    on.then(|| Given::new(value, flag))
 }
 
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, CliError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    (bare, port)
-        .to_socket_addrs()
-        .map_err(|e| err("--backend", format!("cannot resolve '{host}': {e}")))?
-        .next()
-        .ok_or_else(|| err("--backend", format!("'{host}' has no address")))
-}
-
-/// A backend given as HOST or HOST:PORT (IPv6 as [::1]:80, or a bare literal).
-fn backend_addr(value: &str, default_port: u16) -> Result<SocketAddr, CliError> {
-    if let Ok(addr) = value.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    if value.parse::<IpAddr>().is_ok() || value.starts_with('[') {
-        return resolve(value, default_port);
-    }
-    match value.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => {
-            let port: u16 = port
-                .parse()
-                .ok()
-                .filter(|&p| p != 0)
-                .ok_or_else(|| err("--backend", format!("'{value}' has no valid port")))?;
-            resolve(host, port)
-        }
-        _ => resolve(value, default_port),
-    }
-}
-
-fn at_least(flag: &str, value: u64, min: u64) -> Result<(), CliError> {
-    if value < min {
-        return Err(err(flag, format!("{value} is not at least {min}")));
-    }
-    Ok(())
+/// A repeatable flag: given only when it appears at least once.
+fn list<T: Clone>(flag: &str, values: &[T]) -> Option<Given<Vec<T>>> {
+    (!values.is_empty()).then(|| Given::new(values.to_vec(), flag))
 }
 
 impl Args {
-    /// Validate the flags and build the configuration.
-    pub fn into_config(self) -> Result<Config, CliError> {
-        let workers = self.workers.unwrap_or_else(config::default_workers);
-        if workers == 0 || workers > 1024 {
-            return Err(err(
-                "--workers",
-                format!("{workers} is not between 1 and 1024"),
-            ));
-        }
-        if self.max_conns == 0 || self.max_conns > 1 << 24 {
-            return Err(err(
-                "--max-conns",
-                format!("{} is not between 1 and 16777216", self.max_conns),
-            ));
-        }
-        if !(config::MIN_BUFFER_SIZE..=config::MAX_BUFFER_SIZE).contains(&self.buffer_size) {
-            return Err(err(
-                "--buffer-size",
-                format!(
-                    "{} is not between {} and {}",
-                    self.buffer_size,
-                    config::MIN_BUFFER_SIZE,
-                    config::MAX_BUFFER_SIZE
-                ),
-            ));
-        }
-        if self.backlog < 1 {
-            return Err(err(
-                "--backlog",
-                format!("{} is not at least 1", self.backlog),
-            ));
-        }
-        if self.backend_port == 0 {
-            return Err(err(
-                "--backend-port",
-                "0 is not a port a backend can listen on",
-            ));
-        }
-        let listen = listen_addr(&self.listen, self.port)?;
-        let forward = self.forward_config()?;
-        check_open_proxy(self.mode, listen, &forward, "--listen", "--auth")?;
-        let admin = match &self.admin {
+    /// The settings these flags give: only the flags that appear, so that
+    /// they can be laid over a config file's.
+    pub fn settings(&self) -> Result<Settings, CliError> {
+        let ip = match &self.listen {
             None => None,
-            Some(v) => Some(v.parse::<std::net::SocketAddr>().map_err(|_| {
-                err(
-                    "--admin",
-                    format!("'{v}' is not an ADDRESS:PORT such as 127.0.0.1:9100"),
-                )
-            })?),
+            Some(host) => {
+                let ip = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .map_err(|_| {
+                        CliError(format!("--listen: '{host}' is not an IPv4 or IPv6 address"))
+                    })?;
+                Some(Given::new(ip, "--listen"))
+            }
         };
-        check_admin(
-            admin,
-            self.admin_token.as_deref(),
-            "--admin",
-            "--admin-token",
-        )?;
-        let mut backends = Vec::new();
-        if self.mode == Mode::Forward {
-            // A forward proxy goes where each request says: no backends.
-        } else if self.backend.is_empty() {
-            backends.push(resolve(config::DEFAULT_BACKEND, self.backend_port)?);
-        }
-        for value in self.backend.iter().filter(|_| self.mode != Mode::Forward) {
-            backends.push(backend_addr(value, self.backend_port)?);
-        }
-        if self.mode == Mode::Tcp && backends.len() > 1 {
-            return Err(err(
-                "--backend",
-                "tcp mode relays to one backend; give one, or use -m http",
-            ));
-        }
-        if backends.len() > config::MAX_BACKENDS {
-            return Err(err(
-                "--backend",
-                format!("at most {} backends", config::MAX_BACKENDS),
-            ));
-        }
-        let max_header_size = self
-            .max_header_size
-            .unwrap_or(config::DEFAULT_MAX_HEADER_SIZE.min(self.buffer_size));
-        if max_header_size < 64 || max_header_size > self.buffer_size {
-            return Err(err(
-                "--max-header-size",
-                format!(
-                    "{max_header_size} is not between 64 and --buffer-size ({})",
-                    self.buffer_size
-                ),
-            ));
-        }
-        if self.max_headers == 0 || self.max_headers > crate::http::head::HEADER_SLOTS {
-            return Err(err(
-                "--max-headers",
-                format!(
-                    "{} is not between 1 and {}",
-                    self.max_headers,
-                    crate::http::head::HEADER_SLOTS
-                ),
-            ));
-        }
-        at_least("--health-rise", self.health_rise as u64, 1)?;
-        at_least("--health-fall", self.health_fall as u64, 1)?;
-        at_least("--pool-max-requests", self.pool_max_requests as u64, 1)?;
-        let http = HttpConfig {
-            header_timeout: Duration::from_secs_f64(self.header_timeout),
-            keepalive_timeout: Duration::from_secs_f64(self.keepalive_timeout),
-            backend_timeout: Duration::from_secs_f64(self.backend_timeout),
-            pool_idle_timeout: Duration::from_secs_f64(self.pool_idle_timeout),
-            pool_size: self.pool_size,
-            pool_max_requests: self.pool_max_requests,
-            max_header_size,
-            max_headers: self.max_headers,
-            access_log: self.access_log,
-            add: AddFields {
-                x_forwarded_for: !self.no_x_forwarded_for,
-                x_forwarded_proto: !self.no_x_forwarded_proto,
-                via: !self.no_via,
-            },
+        let global = GlobalSettings {
+            workers: flag("--workers", self.workers),
+            max_conns: flag("--max-conns", self.max_conns),
+            buffer_size: flag("--buffer-size", self.buffer_size),
+            splice: flag("--splice", self.splice),
+            connect_timeout: flag("--connect-timeout", self.connect_timeout),
+            idle_timeout: flag("--idle-timeout", self.idle_timeout),
+            backlog: flag("--backlog", self.backlog),
+            grace: flag("--grace", self.grace),
+            verbose: switch("--verbose", self.verbose, true),
+            admin: flag("--admin", self.admin.clone()),
+            admin_token: flag("--admin-token", self.admin_token.clone()),
         };
-        let health = HealthConfig {
-            probe: self.health_check,
-            interval: Duration::from_secs_f64(self.health_interval),
-            rise: self.health_rise,
-            fall: self.health_fall,
+        let listener = ListenerSettings {
+            declared: None,
+            broken: false,
+            name: None,
+            ip,
+            port: flag("--port", self.port),
+            mode: flag("--mode", self.mode),
+            backends: list("--backend", &self.backend),
+            backend_port: flag("--backend-port", self.backend_port),
+            balance: flag("--balance", self.balance),
+            health_check: flag("--health-check", self.health_check.clone()),
+            health_interval: flag("--health-interval", self.health_interval),
+            health_rise: flag("--health-rise", self.health_rise),
+            health_fall: flag("--health-fall", self.health_fall),
+            header_timeout: flag("--header-timeout", self.header_timeout),
+            keepalive_timeout: flag("--keepalive-timeout", self.keepalive_timeout),
+            backend_timeout: flag("--backend-timeout", self.backend_timeout),
+            pool_idle_timeout: flag("--pool-idle-timeout", self.pool_idle_timeout),
+            pool_size: flag("--pool-size", self.pool_size),
+            pool_max_requests: flag("--pool-max-requests", self.pool_max_requests),
+            max_header_size: flag("--max-header-size", self.max_header_size),
+            max_headers: flag("--max-headers", self.max_headers),
+            access_log: flag("--access-log", self.access_log.clone()),
+            x_forwarded_for: switch("--no-x-forwarded-for", self.no_x_forwarded_for, false),
+            x_forwarded_proto: switch("--no-x-forwarded-proto", self.no_x_forwarded_proto, false),
+            via: switch("--no-via", self.no_via, false),
+            auth: list("--auth", &self.auth),
+            auth_file: flag("--auth-file", self.auth_file.clone()),
+            connect_ports: flag("--connect-ports", self.connect_ports.clone()),
+            allow: list("--allow", &self.allow),
+            deny: list("--deny", &self.deny),
+            open: switch("--open", self.open, true),
         };
-        Ok(Config {
-            workers,
-            max_conns: self.max_conns,
-            buffer_size: self.buffer_size,
-            splice: self.splice,
-            connect_timeout: Duration::from_secs_f64(self.connect_timeout),
-            idle_timeout: Duration::from_secs_f64(self.idle_timeout),
-            backlog: self.backlog,
-            grace: Duration::from_secs_f64(self.grace),
-            verbose: self.verbose,
-            listeners: vec![ListenerConfig {
-                name: "main".into(),
-                listen,
-                mode: self.mode,
-                backends,
-                balance: self.balance,
-                health,
-                http,
-                forward,
-            }],
-            admin,
-            admin_token: self.admin_token,
+        Ok(Settings {
+            global,
+            listeners: vec![listener],
         })
     }
 
-    fn forward_config(&self) -> Result<ForwardConfig, CliError> {
-        let mut pairs = Vec::new();
-        for value in &self.auth {
-            pairs.push(auth::parse_credential(value).map_err(|e| err("--auth", e))?);
-        }
-        if let Some(path) = &self.auth_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| err("--auth-file", format!("cannot read {path}: {e}")))?;
-            pairs.extend(
-                auth::parse_file(&text).map_err(|e| err("--auth-file", format!("{path}: {e}")))?,
-            );
-        }
-        Ok(ForwardConfig {
-            auth: Credentials::new(pairs),
-            connect_ports: self
-                .connect_ports
-                .clone()
-                .unwrap_or_else(|| config::DEFAULT_CONNECT_PORTS.to_vec()),
-            acl: config::Acl {
-                allow: self.allow.clone(),
-                deny: self.deny.clone(),
-            },
-            open: self.open,
-        })
+    /// Validate the flags and build the configuration (no config file).
+    pub fn into_config(self) -> Result<Config, CliError> {
+        self.settings()?
+            .build()
+            .map_err(|problems| CliError(problems.into_iter().next().unwrap_or_default()))
     }
-}
-
-/// A forward proxy without credentials serves only loopback clients unless
-/// the user opts in: an open proxy on the internet is abused within hours.
-pub fn check_open_proxy(
-    mode: Mode,
-    listen: std::net::SocketAddr,
-    forward: &ForwardConfig,
-    listen_key: &str,
-    auth_key: &str,
-) -> Result<(), CliError> {
-    if mode == Mode::Forward
-        && forward.auth.is_empty()
-        && !forward.open
-        && !listen.ip().is_loopback()
-    {
-        return Err(err(
-            listen_key,
-            format!(
-                "forward mode on {listen} without credentials would be an open proxy; \
-                 give {auth_key} USER:PASS (or an auth file), listen on a loopback address, \
-                 or pass --open to serve anyone who can reach it"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The admin listener shows the proxy's insides: off loopback it needs a token.
-pub fn check_admin(
-    admin: Option<std::net::SocketAddr>,
-    token: Option<&str>,
-    admin_key: &str,
-    token_key: &str,
-) -> Result<(), CliError> {
-    if let Some(addr) = admin {
-        if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
-            return Err(err(
-                admin_key,
-                format!(
-                    "the admin listener on {addr} is not loopback-only; give {token_key} \
-                     or bind it to 127.0.0.1 or ::1"
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
         let args = Args::from_args(&["proxy"], args).map_err(|e| e.output)?;

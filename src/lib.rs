@@ -2,7 +2,9 @@
 //!
 //! The map, from the outside in:
 //!
-//! * `cli` turns flags into a [`config::Config`]; `server` binds the
+//! * `cli` turns flags, and `config_file` a TOML file, into [`settings`]
+//!   (each value with where it was given), which build and check a
+//!   [`config::Config`]; `server` binds the
 //!   listeners, starts one [`worker`] per core, handles signals and prints
 //!   the [`stats`] report.
 //! * A `worker` is one thread with one `mio::Poll`, its own SO_REUSEPORT
@@ -28,6 +30,7 @@
 pub mod alloc_count;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod conn;
 pub mod forward;
 pub mod http;
@@ -36,6 +39,7 @@ pub mod net;
 pub mod pair;
 pub mod relay;
 pub mod server;
+pub mod settings;
 pub mod stats;
 pub mod timer;
 pub mod token;

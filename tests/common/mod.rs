@@ -7,6 +7,8 @@
 //! killed (SIGKILL + wait) when dropped, so no orphan process outlives a test.
 #![allow(dead_code)]
 
+pub mod files;
+
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
