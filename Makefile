@@ -22,6 +22,7 @@ test: proxy
 e2e: proxy
 	bash tests/e2e/run.sh ./proxy
 	bash tests/e2e/http.sh ./proxy
+	bash tests/e2e/forward.sh ./proxy
 
 # Debug build with debug assertions, and the tests run with them.
 debug:

@@ -15,14 +15,17 @@ BENCH_RUN = bash bench/run.sh
 # `make bench BENCH_DEPS=` skips the build.
 ifneq ($(lastword $(filter-out bench/bench.mk,$(MAKEFILE_LIST))),)
 BENCH_DEPS ?= proxy
+FWD_DEPS ?= proxy ferry-load
 endif
+CARGO ?= cargo
 # Pass the settings given on the make command line to the scripts.
 BENCH_VARS = CONNS DURATION ROUNDS PAYLOADS TARGETS BACKEND PROXY FERRY_ARGS \
              LOAD_CPU PROXY_CPU IDLE_CONNS SIEGE_REPS CONN_PAYLOADS \
-             HTTP_PAYLOADS FERRY_HTTP_ARGS DISTURBED_PCT RETRIES QUIET_WAIT
+             HTTP_PAYLOADS FERRY_HTTP_ARGS DISTURBED_PCT RETRIES QUIET_WAIT \
+             FERRY_LOAD FERRY_FWD_ARGS FWD_CONNECT_PAYLOADS FWD_TUNNEL_PAYLOADS FWD_GET_PAYLOADS
 BENCH_ENV = $(strip $(foreach v,$(BENCH_VARS),$(if $(filter command line,$(origin $(v))),$(v)='$($(v))')))
 
-.PHONY: bench bench-all bench-mem bench-conn bench-setup bench-clean bench-readme
+.PHONY: bench bench-all bench-mem bench-conn bench-forward bench-setup bench-clean bench-readme ferry-load
 
 bench-setup:
 	bash bench/setup.sh
@@ -38,6 +41,17 @@ bench-mem: $(BENCH_DEPS)
 
 bench-conn: $(BENCH_DEPS)
 	$(BENCH_ENV) $(BENCH_RUN) conn
+
+# Forward proxies: ferry -m forward, tinyproxy and squid, driven by ferry-load
+# (CONNECT per request, long-lived tunnels, absolute-form GETs).  Not part of
+# `make bench`: it takes about 6 minutes of its own (see docs/BENCHMARKS.md).
+bench-forward: $(FWD_DEPS)
+	$(BENCH_ENV) $(BENCH_RUN) forward
+
+# The load generator of bench-forward (src/bin/ferry-load.rs), copied to ./ferry-load.
+ferry-load:
+	$(CARGO) build --release --bin ferry-load
+	cp target/release/ferry-load ./ferry-load.new && mv -f ./ferry-load.new ./ferry-load
 
 # The compact table for README.md, from the last bench, bench-conn and bench-mem runs.
 bench-readme:

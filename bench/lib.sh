@@ -15,6 +15,10 @@ OUT="$BENCH/out"
 WWW="$OUT/www"
 PROXY_BIN=${PROXY:-$ROOT/proxy}
 case "$PROXY_BIN" in /*) ;; *) PROXY_BIN="$ROOT/$PROXY_BIN" ;; esac
+# The forward-proxy load generator (src/bin/ferry-load.rs), for `bench-forward`.
+LOAD_BIN=${FERRY_LOAD:-$ROOT/ferry-load}
+case "$LOAD_BIN" in /*) ;; *) LOAD_BIN="$ROOT/$LOAD_BIN" ;; esac
+[ -x "$LOAD_BIN" ] || [ -n "${FERRY_LOAD:-}" ] || LOAD_BIN="$ROOT/target/release/ferry-load"
 
 NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then
@@ -175,6 +179,10 @@ require_proxy() {
   [ -x "$PROXY_BIN" ] || die "ferry binary $PROXY_BIN not found (build it with \`make\` at the repo root, or set PROXY=path)"
 }
 
+require_load() {
+  [ -x "$LOAD_BIN" ] || die "load generator $LOAD_BIN not found (\`make ferry-load\` at the repo root, or set FERRY_LOAD=path)"
+}
+
 raise_nofile() { ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; }
 
 free_port() {
@@ -229,6 +237,10 @@ new_run_dir() { # mode
   if [ -x "$PROXY_BIN" ]; then
     cp -p "$PROXY_BIN" "$RUN_DIR/proxy"
     PROXY_BIN="$RUN_DIR/proxy"
+  fi
+  if [ -x "$LOAD_BIN" ]; then
+    cp -p "$LOAD_BIN" "$RUN_DIR/ferry-load"
+    LOAD_BIN="$RUN_DIR/ferry-load"
   fi
 }
 
@@ -308,6 +320,34 @@ start_nginx_http() { # name backend-port: nginx proxy_pass with upstream keepali
   wait_port "$name" "$port"
 }
 
+# tinyproxy 1.11 runs one thread per client in one process: pinned to
+# $PROXY_CPU, that process has one core, like the other proxies.
+start_tinyproxy() { # name backend-port
+  local name=$1 port log conf
+  port=$(pick_port "${TINYPROXY_PORT:-}")
+  log="$RUN_DIR/$name.log"; conf="$RUN_DIR/$name.conf"
+  render "$BENCH/conf/tinyproxy.conf" "$conf" PORT="$port" BACKEND_PORT="$2" RUN="$RUN_DIR" \
+    MAXCLIENTS=$((NOFILE / 2 - 100))
+  taskset -c "$PROXY_CPU" tinyproxy -d -c "$conf" >"$log" 2>&1 &
+  register "$name" tinyproxy $! "$port" "$log"
+  wait_port "$name" "$port"
+}
+
+# squid -N: no master and no kids, the one process serves (`workers 1`).  It
+# drops privileges to the `proxy` user, which must be able to write its
+# cache.log: that lives in a directory of its own in the run dir.
+start_squid() { # name backend-port
+  local name=$1 port log conf dir
+  port=$(pick_port "${SQUID_PORT:-}")
+  log="$RUN_DIR/$name.log"; conf="$RUN_DIR/$name.conf"; dir="$RUN_DIR/$name"
+  mkdir -p "$dir"
+  chown proxy:proxy "$dir" 2>/dev/null || chmod 777 "$dir"
+  render "$BENCH/conf/squid.conf" "$conf" PORT="$port" BACKEND_PORT="$2" RUN="$dir" NOFILE="$NOFILE"
+  taskset -c "$PROXY_CPU" "$(command -v squid || echo /usr/sbin/squid)" -N -f "$conf" >"$log" 2>&1 &
+  register "$name" squid $! "$port" "$log"
+  wait_port "$name" "$port"
+}
+
 start_ferry() { # name cpus backend-port ferry-args...
   local name=$1 cpus=$2 bport=$3 log port="" i addr
   shift 3
@@ -368,7 +408,29 @@ precheck() {
   rm -f "$tmp"
 }
 
+# precheck_forward name payload: through forward proxy `name`, an absolute-form
+# GET and a GET inside a CONNECT tunnel (curl -p) both give status 200 and the
+# exact bytes of the file.
+precheck_forward() {
+  local name=$1 payload=$2 port=${SRV_PORT[$1]} bport=${SRV_PORT[$BACKEND_NAME]} tmp res code size want how
+  tmp="$RUN_DIR/precheck.$name.$payload"
+  want=$(stat -c %s "$WWW/$payload")
+  for how in get connect; do
+    local tunnel=(); [ "$how" = connect ] && tunnel=(-p)
+    res=$(curl -s --max-time 10 "${tunnel[@]}" -x "http://127.0.0.1:$port" -o "$tmp" \
+          -w '%{http_code} %{size_download}' "http://127.0.0.1:$bport/$payload") || res="curl-failed(rc=$?) 0"
+    code=${res%% *}; size=${res##* }
+    if [ "$code" != 200 ] || [ "$size" != "$want" ] || ! cmp -s "$tmp" "$WWW/$payload"; then
+      PRECHECK_MSG="$name /$payload ($how): status $code, $size bytes (want 200, $want bytes identical to the file)"
+      rm -f "$tmp"; return 1
+    fi
+  done
+  rm -f "$tmp"
+}
+
 # run_wrk mode target payload round proxyname(or -) conns duration [wrk args]:
+# modes forward-connect, forward-tunnel and forward-get run ferry-load (-m
+# connect|tunnel|get) through the forward proxy to the backend instead of wrk.
 # append one JSON line to $RUN_DIR/runs.jsonl
 run_wrk() {
   local mode=$1 target=$2 payload=$3 round=$4 proxy=$5 conns=$6 dur=$7
@@ -381,8 +443,15 @@ run_wrk() {
   [ "$proxy" != - ] && { c0=$(cpu_ticks "$proxy"); u0=$(cpu_uticks "$proxy"); }
   sl0=$(cpu_user_ticks "$LOAD_CPU"); sp0=$(cpu_user_ticks "$PROXY_CPU")
   # `times` in the same subshell prints wrk's user and system time (its only child).
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${dur}s" -s "$BENCH/wrk_report.lua" "$@" \
-        "http://127.0.0.1:$port/$payload" 2>&1; times) || true
+  case "$mode" in
+    forward-*)
+      out=$(taskset -c "$LOAD_CPU" "$LOAD_BIN" -m "${mode#forward-}" -x "127.0.0.1:$port" \
+            -T "127.0.0.1:${SRV_PORT[$BACKEND_NAME]}" --path "/$payload" -t 1 -c "$conns" -d "$dur" \
+            --expect-length "$(stat -c %s "$WWW/$payload")" "$@" 2>&1; times) || true ;;
+    *)
+      out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${dur}s" -s "$BENCH/wrk_report.lua" "$@" \
+            "http://127.0.0.1:$port/$payload" 2>&1; times) || true ;;
+  esac
   sl1=$(cpu_user_ticks "$LOAD_CPU"); sp1=$(cpu_user_ticks "$PROXY_CPU")
   wrk_us=$(tail -n1 <<<"$out" | awk '{t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] } printf "%d", t * 1e6}')
   wrk_user_us=$(tail -n1 <<<"$out" | awk '{split($1, a, "m"); sub("s", "", a[2]); printf "%d", (a[1] * 60 + a[2]) * 1e6}')
@@ -399,7 +468,7 @@ run_wrk() {
              if (same) { fl = (sl - ku - u - wu * hz / 1e6) / (d * hz) * 100; fp = fl }
              if (fl < 0) fl = 0; if (fp < 0) fp = 0; printf "%.1f %.1f", fl, fp }')
   read -r FOREIGN_LOAD FOREIGN_PROXY <<<"$foreign"
-  json=$(sed -n 's/^WRKJSON //p' <<<"$out")
+  json=$(sed -n 's/^WRKJSON //p; s/^LOADJSON //p' <<<"$out")
   if [ -z "$json" ]; then
     say "wrk gave no summary for $target /$payload: $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
     json='{"requests":0,"bytes":0,"duration_us":1,"err_connect":1,"err_read":0,"err_write":0,"err_status":0,"err_timeout":0,"p50_us":0,"p90_us":0,"p99_us":0,"mean_us":0,"max_us":0}'

@@ -6,6 +6,7 @@
     report.py conn  RUN_DIR            new-connections table
     report.py all   RUN_DIR            ferry configuration matrix
     report.py mem   RUN_DIR            RSS per idle connection
+    report.py forward RUN_DIR          forward proxies (ferry-load): CONNECT, tunnels, GETs
     report.py readme OUT_DIR           compact README block from the last runs
 
 Inputs in RUN_DIR: runs.jsonl (one line per wrk/siege run, written by
@@ -34,6 +35,9 @@ LABEL = {
     "haproxy-http": "HAProxy mode http",
     "nginx-http": "nginx proxy_pass",
     "backend": "backend",
+    "ferry-fwd": "ferry -m forward",
+    "tinyproxy": "tinyproxy",
+    "squid": "squid",
 }
 
 TCP_REFS = ("haproxy", "nginx")
@@ -92,10 +96,13 @@ def write_meta(path, mode):
             "apache": sh("/usr/sbin/apache2 -v | head -1 | sed 's/.*Apache.//; s/ .*//'"),
             "wrk": sh("wrk -v | head -1 | awk '{print $2}'"),
             "siege": sh("siege -V | head -1 | awk '{print $2}'"),
+            "tinyproxy": sh("tinyproxy -v | awk '{print $2}'"),
+            "squid": sh("$(command -v squid || echo /usr/sbin/squid) -v | head -1 | awk '{print $4}'"),
         },
         "settings": {k: os.environ.get(k, "") for k in
                      ("CONNS", "DURATION", "ROUNDS", "PAYLOADS", "TARGETS", "IDLE_CONNS", "FERRY_ARGS",
-                      "HTTP_PAYLOADS", "FERRY_HTTP_ARGS")},
+                      "HTTP_PAYLOADS", "FERRY_HTTP_ARGS", "FERRY_FWD_ARGS", "FWD_CONNECT_PAYLOADS",
+                      "FWD_TUNNEL_PAYLOADS", "FWD_GET_PAYLOADS")},
         "load_cpu": os.environ.get("LOAD_CPU", ""),
         "proxy_cpu": os.environ.get("PROXY_CPU", ""),
         "backend": os.environ.get("BACKEND", "nginx"),
@@ -206,8 +213,8 @@ def fmt(x, spec, none="-"):
     return none if x is None else format(x, spec)
 
 
-def summarize(runs, mode, targets, payloads, excluded):
-    """Per (payload, target): medians, sums and paired ratios."""
+def summarize(runs, mode, targets, payloads, excluded, refs=TCP_REFS + HTTP_REFS + ("direct",)):
+    """Per (payload, target): medians, sums and paired ratios (to each of refs)."""
     by = {}
     for r in runs:
         if r.get("mode") != mode:
@@ -248,7 +255,7 @@ def summarize(runs, mode, targets, payloads, excluded):
             row["added_cpu_us"] = None if t == "direct" else med(
                 [total_cpu(rounds[k]) - total_cpu(dref[k]) for k in rounds
                  if k in dref and total_cpu(rounds[k]) is not None and total_cpu(dref[k]) is not None])
-            for ref in TCP_REFS + HTTP_REFS + ("direct",):
+            for ref in refs:
                 refr = by.get((p, ref), {})
                 pairs = [rate(rounds[k]["wrk"]) / rate(refr[k]["wrk"])
                          for k in rounds if k in refr and rate(refr[k]["wrk"]) > 0]
@@ -452,9 +459,13 @@ def disturbance_notes(run_dir, runs, mode):
     if os.path.exists(p):
         with open(p) as f:
             repeated = [json.loads(line) for line in f if line.strip()]
-    kept = [r for r in runs if r.get("mode") == mode and
+    def of_mode(r):  # a mode ending in '-' is a prefix (forward-: all three forward measures)
+        m = r.get("mode", "")
+        return m == mode or (mode.endswith("-") and m.startswith(mode))
+    repeated = [r for r in repeated if of_mode(r)]
+    kept = [r for r in runs if of_mode(r) and
             max(r.get("foreign_load_pct", 0), r.get("foreign_proxy_pct", 0)) > limit]
-    ok = [r for r in runs if r.get("mode") == mode and "foreign_load_pct" in r]
+    ok = [r for r in runs if of_mode(r) and "foreign_load_pct" in r]
     if not ok:
         return []
     worst = max(max(r["foreign_load_pct"], r["foreign_proxy_pct"]) for r in ok)
@@ -538,6 +549,138 @@ def mem(run_dir):
     for name, s in servers.items():
         if s["kind"] == "ferry" and s["exit"] != 0:
             failed.append(f"{name}: exit status {s['exit']} on SIGTERM")
+    return emit(run_dir, lines, summary, failed)
+
+
+FWD_REFS = ("tinyproxy", "squid")
+FWD_GOAL = {"tinyproxy": 3.0, "squid": 2.0}   # issue 5: ferry >= 3x tinyproxy and >= 2x squid
+FWD_MEASURES = (
+    ("forward-connect", "CONNECT, one tunnel per request", "tunnels"),
+    ("forward-tunnel", "long-lived CONNECT tunnels, keep-alive GETs inside", "req"),
+    ("forward-get", "absolute-form GETs, keep-alive", "req"),
+)
+
+
+def forward(run_dir):
+    runs, meta, servers, excluded = load(run_dir)
+    v = meta["versions"]
+    s = meta.get("settings", {})
+    lines = [
+        "### Forward proxies: ferry -m forward, tinyproxy, squid",
+        "",
+        f"- date: {meta['date']}; machine: {meta['machine']}",
+        f"- versions: ferry {v.get('ferry')}, tinyproxy {v.get('tinyproxy')}, squid {v.get('squid')}; "
+        f"backend: nginx {v.get('nginx')}, 1 worker" if meta.get("backend", "nginx") == "nginx" else
+        f"- versions: ferry {v.get('ferry')}, tinyproxy {v.get('tinyproxy')}, squid {v.get('squid')}; "
+        f"backend: Apache {v.get('apache')}",
+        f"- load: ferry-load -t1 -c{s.get('CONNS')} -d{s.get('DURATION')}s, {s.get('ROUNDS') or 1} interleaved "
+        f"round(s), medians; ferry-load + backend on CPU {meta.get('load_cpu')}, proxy on CPU {meta.get('proxy_cpu')}"
+        + (f"; FERRY_FWD_ARGS={s.get('FERRY_FWD_ARGS')}" if s.get("FERRY_FWD_ARGS") else ""),
+        "",
+    ]
+    wanted = (s.get("TARGETS") or "").split()
+    failed = []
+    summary = {}
+    allrows = {}
+    for mode, title, unit in FWD_MEASURES:
+        targets = order_targets(runs, mode, excluded, wanted)
+        payloads = order_payloads(runs, mode)
+        if not payloads:
+            continue
+        rows = summarize(runs, mode, targets, payloads, excluded, FWD_REFS)
+        allrows[mode] = rows
+        lines += [f"#### {title} ({mode.split('-', 1)[1]})", "",
+                  f"| payload | target | {unit}/s | MB/s | p50 ms | p99 ms | errors | non-200 "
+                  f"| proxy CPU µs/req | vs tinyproxy | vs squid | status |",
+                  "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+        for p in payloads:
+            for t in targets:
+                row = rows.get((p, t))
+                if row is None:
+                    continue
+                if "rps" not in row:
+                    lines.append(f"| {p} | {label(t)} | " + "- | " * 10 + "FAILED |")
+                    failed.append(f"{mode} {p} {t}: {row['why']}")
+                    continue
+                lines.append(
+                    f"| {p} | {label(t)} | {row['rps']:.0f} | {row['mbps']:.1f} | {row['p50_ms']:.2f} | "
+                    f"{row['p99_ms']:.2f} | {row['errors']} | {row['non2xx']} | {fmt(row['cpu_us'], '.1f')} | "
+                    f"{ratio(row.get('vs_tinyproxy'))} | {ratio(row.get('vs_squid'))} | {row['status']} |")
+                if row["status"] != "ok":
+                    failed.append(f"{mode} {p} {t}: {row['why']}")
+        lines.append("")
+        summary.update({f"{mode} {p} {t}": r for (p, t), r in rows.items()})
+
+    # The goals of issue 5, per measure and payload: paired ratios of ferry's rate
+    # (and of the peers' CPU per request to ferry's).
+    lines += ["#### ferry against the goals (≥ 3× tinyproxy, ≥ 2× squid)", "",
+              "Rate ratios are paired per round (median of ferry/peer in the same round); MB/s ratios equal "
+              "them for the same payload. 'CPU' is the peer's proxy CPU per request divided by ferry's "
+              "(> 1: ferry does the same work with less CPU).", "",
+              "| measure | payload | ferry /s | tinyproxy /s | squid /s | ferry / tinyproxy | ferry / squid "
+              "| CPU tinyproxy / ferry | CPU squid / ferry | goals |",
+              "|---|---|--:|--:|--:|--:|--:|--:|--:|---|"]
+    for mode, _title, unit in FWD_MEASURES:
+        rows = allrows.get(mode, {})
+        for p in order_payloads(runs, mode):
+            f = rows.get((p, "ferry-fwd"))
+            if not f or "rps" not in f:
+                continue
+
+            def rps(t):
+                r = rows.get((p, t), {})
+                return f"{r['rps']:.0f}" if "rps" in r else "-"
+
+            def cpu(t):
+                r = rows.get((p, t), {})
+                return ratio(r["cpu_us"] / f["cpu_us"]) if r.get("cpu_us") and f.get("cpu_us") else "-"
+
+            verdict = []
+            for ref in FWD_REFS:
+                x = f.get("vs_" + ref)
+                if x is not None:
+                    verdict.append(f"{ref} {'met' if x >= FWD_GOAL[ref] else 'MISSED'}")
+            lines.append(f"| {mode.split('-', 1)[1]} ({unit}/s) | {p} | {rps('ferry-fwd')} | {rps('tinyproxy')} | "
+                         f"{rps('squid')} | {ratio(f.get('vs_tinyproxy'))} | {ratio(f.get('vs_squid'))} | "
+                         f"{cpu('tinyproxy')} | {cpu('squid')} | {', '.join(verdict) or '-'} |")
+    if servers:
+        lines += ["", "Peak RSS of each server over the whole run (VmHWM):", "",
+                  "| server | peak RSS MiB | notes |", "|---|--:|---|"]
+        for name, sv in servers.items():
+            notes = []
+            if sv["kind"] == "ferry":
+                rep = sv["report"]
+                if sv["exit"] != 0:
+                    notes.append(f"exit status {sv['exit']} on SIGTERM")
+                    failed.append(f"{name}: exit status {sv['exit']} on SIGTERM")
+                if "bytes_backend_to_client" in rep:
+                    b = int(rep.get("bytes_backend_to_client", 0))
+                    sp = int(rep.get("bytes_spliced_backend_to_client", 0) or 0)
+                    notes.append(f"{b / 1e9:.2f} GB backend->client, {100 * sp / b if b else 0:.0f}% spliced")
+                hits, misses = int(rep.get("backend_pool_hits", 0) or 0), int(rep.get("backend_pool_misses", 0) or 0)
+                for k in ("forward_tunnels", "http_requests"):
+                    if k in rep:
+                        notes.append(f"{k} {rep[k]}")
+                if hits + misses:
+                    notes.append(f"origin pool hits {100 * hits / (hits + misses):.2f}%")
+                for k in ("http_responses_5xx", "forward_denied", "errors", "client_aborts"):
+                    if k in rep:
+                        notes.append(f"{k} {rep[k]}")
+                if not rep:
+                    notes.append("no statistics report on SIGTERM")
+            lines.append(f"| {label(name)} | {kib_to_mib(sv['hwm_kib'])} | {', '.join(notes)} |")
+    # ferry-load's own counts: reconnects (a proxy closing keep-alive connections
+    # it did not announce as closing) are not errors but worth seeing.
+    rec = {}
+    for r in runs:
+        if r.get("mode", "").startswith("forward-") and r["wrk"].get("reconnects"):
+            k = (r["mode"].split("-", 1)[1], r["target"])
+            rec[k] = rec.get(k, 0) + r["wrk"]["reconnects"]
+    if rec:
+        lines += ["", "Keep-alive connections the proxy closed between responses without announcing it "
+                  "(ferry-load reopened them and sent the request again; summed over rounds): "
+                  + "; ".join(f"{m} {label(t)} {n}" for (m, t), n in sorted(rec.items())) + "."]
+    lines += disturbance_notes(run_dir, runs, "forward-")
     return emit(run_dir, lines, summary, failed)
 
 
@@ -646,6 +789,8 @@ def main():
         return matrix(run_dir)
     if cmd == "mem":
         return mem(run_dir)
+    if cmd == "forward":
+        return forward(run_dir)
     sys.exit(f"report.py: unknown command {cmd}")
 
 

@@ -6,11 +6,15 @@
 #   all    ferry's configuration matrix (workers x splice x buffer size)
 #   mem    RSS per idle connection (9,000 through each proxy) and peak RSS
 #   conn   new connections per second (Connection: close on every request)
+#   forward  forward proxies (ferry -m forward, tinyproxy, squid) driven by
+#          ferry-load: CONNECT tunnels (one per request, and long-lived ones
+#          carrying keep-alive GETs) and absolute-form GETs
 #
 # Environment (all optional): CONNS DURATION ROUNDS PAYLOADS TARGETS BACKEND
 # (nginx|apache) PROXY (path of the ferry binary) FERRY_ARGS LOAD_CPU PROXY_CPU
 # IDLE_CONNS SIEGE_REPS HTTP_PAYLOADS FERRY_HTTP_ARGS DISTURBED_PCT RETRIES
-# QUIET_WAIT.  See docs/BENCHMARKS.md.
+# QUIET_WAIT FERRY_LOAD FERRY_FWD_ARGS FWD_CONNECT_PAYLOADS FWD_TUNNEL_PAYLOADS
+# FWD_GET_PAYLOADS.  See docs/BENCHMARKS.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -56,6 +60,12 @@ start_targets() {
       ferry-http-on)   start_ferry "$t" "$PROXY_CPU" "$bport" -m http -w 1 --splice on $FERRY_HTTP_ARGS ;;
       ferry-http-10k)  start_ferry "$t" "$PROXY_CPU" "$bport" -m http -w 1 --splice auto \
                          --pool-max-requests 10000 $FERRY_HTTP_ARGS ;;
+      # Forward proxies (bench-forward), each one process on $PROXY_CPU;
+      # CONNECT is allowed to the backend's port only.
+      ferry-fwd) start_ferry "$t" "$PROXY_CPU" "$bport" -m forward -w 1 --connect-ports "$bport" \
+                   ${FERRY_FWD_ARGS:-} ;;
+      tinyproxy) start_tinyproxy "$t" "$bport" ;;
+      squid)     start_squid "$t" "$bport" ;;
       haproxy-http) start_haproxy "$t" "$bport" 4096 http ;;
       nginx-http)   start_nginx_http "$t" "$bport" ;;
       w*-*-*k) # matrix config: w<workers>-<splice>-<buffer KiB>k
@@ -70,16 +80,17 @@ start_targets() {
 }
 
 # Check every target x payload before timing; a failing target is excluded
-# from the rounds and reported FAILED.
+# from the rounds and reported FAILED.  Forward proxies are checked with
+# precheck_forward (an absolute-form GET and a GET through a CONNECT tunnel).
 ACTIVE=""
-precheck_targets() { # targets payloads
-  local t p ok
+precheck_targets() { # targets payloads [check function]
+  local t p ok check=${3:-precheck}
   : >"$RUN_DIR/excluded.tsv"
   for t in $1; do
     ok=1
     for p in index.html $2; do
       fetches "$t" "$p" || continue
-      if ! precheck "$t" "$p"; then
+      if ! "$check" "$t" "$p"; then
         say "precheck FAILED: $PRECHECK_MSG"
         printf '%s\tprecheck: %s\n' "$t" "$PRECHECK_MSG" >>"$RUN_DIR/excluded.tsv"
         ok=0; break
@@ -292,5 +303,43 @@ case "$MODE" in
     done
     collect_servers
     finish mem ;;
-  *) die "usage: bench/run.sh bench|all|mem|conn" ;;
+  forward)
+    # ferry-load, not wrk, drives these: wrk speaks neither CONNECT nor
+    # absolute-form requests.  Three measures, each over its payloads, in
+    # interleaved rounds like `bench`:
+    #   connect: one CONNECT tunnel per request (connect, CONNECT, 200, GET, response, close)
+    #   tunnel:  CONNS long-lived tunnels, each carrying keep-alive GETs
+    #   get:     absolute-form GETs, keep-alive with the proxy
+    TARGETS=${TARGETS:-ferry-fwd tinyproxy squid}
+    CONNS=${CONNS:-50}; DURATION=${DURATION:-3}; ROUNDS=${ROUNDS:-3}
+    FWD_CONNECT_PAYLOADS=${FWD_CONNECT_PAYLOADS:-index.html 1k.bin 16k.bin 128k.bin 1m.bin}
+    FWD_TUNNEL_PAYLOADS=${FWD_TUNNEL_PAYLOADS:-1k.bin 1m.bin}
+    FWD_GET_PAYLOADS=${FWD_GET_PAYLOADS:-1k.bin 1m.bin}
+    PAYLOADS="$FWD_CONNECT_PAYLOADS $FWD_TUNNEL_PAYLOADS $FWD_GET_PAYLOADS"
+    export CONNS DURATION ROUNDS FERRY_FWD_ARGS FWD_CONNECT_PAYLOADS FWD_TUNNEL_PAYLOADS FWD_GET_PAYLOADS
+    require_tools curl taskset python3 nginx tinyproxy
+    command -v squid >/dev/null 2>&1 || [ -x /usr/sbin/squid ] || die "missing tool(s): squid (run bench/setup.sh as root)"
+    [ "$BACKEND" = apache ] && require_tools apache2
+    require_payloads
+    needs_ferry "$TARGETS" && require_proxy
+    require_load
+    raise_nofile
+    new_run_dir forward
+    : >"$RUN_DIR/servers.tsv"
+    write_meta forward
+    say "run dir ${RUN_DIR#$ROOT/}; load (ferry-load, backend) on CPU $LOAD_CPU, proxies on CPU $PROXY_CPU"
+    start_backend backend
+    say "backend $BACKEND on 127.0.0.1:${SRV_PORT[backend]} (pid ${SRV_PID[backend]})"
+    start_targets "$TARGETS"
+    precheck_targets "$TARGETS" "$(tr ' ' '\n' <<<"$PAYLOADS" | sort -u | tr '\n' ' ')" precheck_forward
+    for t in $ACTIVE; do # warm-up, not recorded
+      taskset -c "$LOAD_CPU" "$LOAD_BIN" -m connect -x "127.0.0.1:${SRV_PORT[$t]}" \
+        -T "127.0.0.1:${SRV_PORT[backend]}" --path /1k.bin -c "$CONNS" -d 1 >/dev/null 2>&1 || true
+    done
+    run_rounds forward-connect "$FWD_CONNECT_PAYLOADS" "$CONNS" "$DURATION" "$ROUNDS"
+    run_rounds forward-tunnel "$FWD_TUNNEL_PAYLOADS" "$CONNS" "$DURATION" "$ROUNDS"
+    run_rounds forward-get "$FWD_GET_PAYLOADS" "$CONNS" "$DURATION" "$ROUNDS"
+    collect_servers
+    finish forward ;;
+  *) die "usage: bench/run.sh bench|all|mem|conn|forward" ;;
 esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/setup.sh: install what `make bench` needs, from Debian packages, idempotently.
 #
-# - nginx (+ its stream module), haproxy, wrk, siege, apache2-utils (ab), apache2, curl.
+# - nginx (+ its stream module), haproxy, wrk, siege, apache2-utils (ab), apache2, curl,
+#   and the forward-proxy peers of `make bench-forward`: tinyproxy, squid.
 # - `apt-get update` runs once, and only when something is missing.
 # - No system service is left running: during the install /usr/sbin/policy-rc.d
 #   answers 101 ("action forbidden") so package scripts do not start daemons;
@@ -23,6 +24,7 @@ die() { say "error: $*"; exit 1; }
 declare -A PKG=(
   [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [siege]=siege [ab]=apache2-utils
   [apache2]=apache2 [curl]=curl [taskset]=util-linux [python3]=python3
+  [tinyproxy]=tinyproxy [squid]=squid
 )
 missing=()
 for bin in "${!PKG[@]}"; do
@@ -82,16 +84,21 @@ stop_pidfile() { # name pidfile
 stop_pidfile nginx /run/nginx.pid
 stop_pidfile apache2 /run/apache2/apache2.pid
 stop_pidfile haproxy /run/haproxy.pid
+stop_pidfile tinyproxy /run/tinyproxy/tinyproxy.pid
+stop_pidfile squid /run/squid.pid
 if command -v systemctl >/dev/null 2>&1; then
-  for s in nginx apache2 haproxy; do systemctl disable "$s" >/dev/null 2>&1 || true; done
+  for s in nginx apache2 haproxy tinyproxy squid; do systemctl disable "$s" >/dev/null 2>&1 || true; done
 fi
 if command -v update-rc.d >/dev/null 2>&1; then
-  for s in nginx apache2 haproxy; do [ -e "/etc/init.d/$s" ] && update-rc.d "$s" disable >/dev/null 2>&1 || true; done
+  for s in nginx apache2 haproxy tinyproxy squid; do [ -e "/etc/init.d/$s" ] && update-rc.d "$s" disable >/dev/null 2>&1 || true; done
 fi
 
 # Sanity: every tool is there now.
 for bin in nginx haproxy wrk siege ab curl taskset python3; do
   command -v "$bin" >/dev/null 2>&1 || die "$bin still missing after install"
+done
+for bin in tinyproxy squid; do
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || die "$bin still missing after install"
 done
 [ -x /usr/sbin/apache2 ] || die "apache2 still missing after install"
 stream_mod || die "nginx stream module missing (package libnginx-mod-stream)"

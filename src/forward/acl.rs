@@ -1,10 +1,11 @@
-//! Who a forward proxy may reach: the CONNECT port allow-list and the
-//! allow/deny networks (CIDR) checked against an origin's resolved address.
+//! Who a forward proxy may reach: the CONNECT port allow-list, the
+//! allow/deny networks (CIDR) checked against an origin's resolved address,
+//! and never the proxy's own listening addresses (a loop).
 //!
 //! A deny match always wins; a non-empty allow list admits only what it
 //! matches; an empty one admits every address no deny names.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 /// An IPv4 or IPv6 network such as `10.0.0.0/8` or `fd00::/8` (a bare
 /// address is a /32 or /128). IPv4-mapped IPv6 addresses match IPv4 networks.
@@ -82,6 +83,43 @@ impl Acl {
     }
 }
 
+/// Would a connection to `addr` reach one of the `listening` addresses, that
+/// is the proxy itself? IPv4-mapped IPv6 addresses count as IPv4; an
+/// unspecified target (`0.0.0.0`, `::`) reaches this host's loopback; and a
+/// wildcard listener is reached through every address of this host, not
+/// only loopback, so a target on its port is asked about (only then, as it
+/// costs a few syscalls): is it an address of this host?
+pub fn is_own_address(listening: &[SocketAddr], addr: SocketAddr) -> bool {
+    let ip = canonical(addr.ip());
+    let mut local: Option<bool> = None;
+    for l in listening.iter().filter(|l| l.port() == addr.port()) {
+        let lip = canonical(l.ip());
+        if lip == ip || (ip.is_unspecified() && (lip.is_loopback() || lip.is_unspecified())) {
+            return true;
+        }
+        if lip.is_unspecified()
+            && *local.get_or_insert_with(|| ip.is_loopback() || is_this_host(ip))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Is `ip` one of this host's addresses? The kernel's route to a local
+/// address is the host itself, with that address as the source it picks; a
+/// UDP connect asks for the route without sending anything.
+fn is_this_host(ip: IpAddr) -> bool {
+    let any: SocketAddr = match ip {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let Ok(probe) = UdpSocket::bind(any) else {
+        return false;
+    };
+    probe.connect((ip, 9)).is_ok() && probe.local_addr().is_ok_and(|a| canonical(a.ip()) == ip)
+}
+
 /// A comma-separated list of ports, such as `443,8443`.
 pub fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
     s.split(',')
@@ -138,6 +176,25 @@ mod tests {
         assert!(acl.permits(ip("8.8.4.4")) && !acl.permits(ip("1.1.1.1")));
         acl.deny.push("8.8.4.0/24".parse().unwrap());
         assert!(!acl.permits(ip("8.8.4.4")));
+    }
+
+    #[test]
+    fn the_proxys_own_addresses_are_recognised() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let lo = [sa("127.0.0.1:3128")];
+        assert!(is_own_address(&lo, sa("127.0.0.1:3128")));
+        assert!(is_own_address(&lo, sa("[::ffff:127.0.0.1]:3128")));
+        assert!(is_own_address(&lo, sa("0.0.0.0:3128")));
+        assert!(!is_own_address(&lo, sa("127.0.0.1:3129")));
+        assert!(!is_own_address(&lo, sa("10.0.0.1:3128")));
+        let any = [sa("0.0.0.0:3128")];
+        assert!(is_own_address(&any, sa("127.0.0.2:3128")));
+        assert!(is_own_address(&any, sa("0.0.0.0:3128")));
+        // TEST-NET-2 is nobody's address (it may still be routable).
+        assert!(!is_own_address(&any, sa("198.51.100.7:3128")));
+        let v6 = [sa("[::]:3128")];
+        assert!(is_own_address(&v6, sa("[::1]:3128")));
+        assert!(is_own_address(&v6, sa("127.0.0.1:3128")));
     }
 
     #[test]

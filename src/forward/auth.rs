@@ -83,14 +83,14 @@ impl Credentials {
 
     /// Does this `Proxy-Authorization` value carry accepted credentials?
     pub fn check(&self, value: &[u8]) -> bool {
-        let value = trim(value);
+        let value = value.trim_ascii();
         let Some(scheme_end) = value.iter().position(|&b| b == b' ') else {
             return false;
         };
         if !value[..scheme_end].eq_ignore_ascii_case(b"basic") {
             return false;
         }
-        let token = trim(&value[scheme_end..]);
+        let token = value[scheme_end..].trim_ascii();
         if token.len() > MAX_DECODED * 4 / 3 + 4 {
             return false;
         }
@@ -105,18 +105,6 @@ impl Credentials {
         }
         ok
     }
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &v[start..end]
 }
 
 #[cfg(test)]

@@ -126,23 +126,11 @@ impl Fields {
     }
 }
 
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &v[start..end]
-}
-
 /// Split a list-valued field on commas, trimmed, skipping empty elements.
 pub fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
-        .map(trim)
+        .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
 }
 
@@ -196,14 +184,14 @@ fn read_fields(headers: &[httparse::Header], bad_status: u16) -> Result<Fields, 
         } else if name.eq_ignore_ascii_case("host") {
             f.hosts += 1;
         } else if name.eq_ignore_ascii_case("expect") {
-            f.expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+            f.expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
     Ok(f)
 }
 
 fn value_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',').map(trim)
+    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 fn map_error(e: httparse::Error, status: u16) -> Reject {

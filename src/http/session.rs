@@ -26,6 +26,7 @@ use super::head::{
 use super::rewrite::{write_request, write_response, ClientConnection, Target};
 use crate::config::{ForwardConfig, HttpConfig};
 use crate::conn::Conn;
+use crate::forward::acl::is_own_address;
 use crate::forward::request::{judge, Verdict};
 use crate::forward::resolver::{Asked, Cached, Dns};
 use crate::net::sys;
@@ -234,13 +235,7 @@ fn go_to(pair: &mut Pair, addr: SocketAddr, ctx: &mut Ctx) -> Action {
     let Some(fwd) = ctx.forward.as_ref() else {
         return answer_with(pair, 502, ctx);
     };
-    let own = fwd.listening.iter().any(|l| {
-        l.port() == addr.port()
-            && (l.ip() == addr.ip()
-                || (l.ip().is_unspecified()
-                    && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
-    });
-    if own || !fwd.cfg.acl.permits(addr.ip()) {
+    if is_own_address(fwd.listening, addr) || !fwd.cfg.acl.permits(addr.ip()) {
         ctx.counters.forward_denied += 1;
         return answer_with(pair, 403, ctx);
     }
@@ -446,6 +441,15 @@ fn auth_required(pair: &mut Pair, head: &RequestHead, ctx: &mut Ctx) -> Action {
     }
     ctx.counters.http_answers += 1;
     count_status(ctx.counters, 407);
+    if ctx.log.is_some() {
+        // The connection goes on, so no close path logs this answer: log it now.
+        let mut record = Record::new(pair.client_ip);
+        record.capture(&pair.to_backend.unscanned(ctx.pools)[..head.head_len]);
+        record.status = 407;
+        record.bytes = AUTH_REQUIRED_KEEP_ALIVE.len() as u64;
+        let r = ctx.records.insert(record);
+        emit_record(ctx.log, ctx.records, r, ctx.counters);
+    }
     pair.to_backend.consume(head.head_len);
     let set = pair.to_client.set_prefix(ctx.pools, |out| {
         let n = AUTH_REQUIRED_KEEP_ALIVE.len();
