@@ -515,6 +515,19 @@ mod tests {
     }
 
     #[test]
+    fn docs_config_md_documents_every_key() {
+        let doc = include_str!("../docs/CONFIG.md");
+        for key in GLOBAL_KEYS.iter().chain(&LISTENER_KEYS) {
+            if *key != "listener" {
+                assert!(
+                    doc.contains(&format!("| `{key}` |")),
+                    "docs/CONFIG.md lacks {key}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_bare_listener_gets_the_command_lines_defaults() {
         let file = parse("f.toml", "[[listener]]\n").unwrap().build().unwrap();
         let cli = flags(&[]).build().unwrap();

@@ -276,3 +276,50 @@ fn twenty_reloads_under_load_lose_no_request() {
     assert_eq!((r.u("reloads_ok"), r.u("reloads_failed")), (20, 0));
     proxy.wait_idle();
 }
+
+#[test]
+fn a_changed_limit_applies_to_new_connections_only() {
+    let dir = TempDir::new("limit");
+    let a = HttpBackend::named("a");
+    let web = listener("web", "127.0.0.1:0", "http", a.addr);
+    let file = dir.write("ferry.toml", &web);
+    let proxy = Proxy::start(&["-c", &file]);
+    let big = format!(
+        "GET /big HTTP/1.1\r\nHost: test\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(1000)
+    );
+    let mut old = HttpConn::connect(proxy.addr);
+    assert_eq!(old.roundtrip(big.as_bytes()).status(), 200);
+
+    dir.write("ferry.toml", &format!("{web}max_header_size = 512\n"));
+    proxy.reload_ok();
+    // The open connection keeps the limits it started with ...
+    let r = old.roundtrip(big.as_bytes());
+    assert_eq!(r.status(), 200, "{}", r.head.text());
+    // ... a new one gets the new limit.
+    let mut new = HttpConn::connect(proxy.addr);
+    new.send(big.as_bytes());
+    expect_answer_and_close(&mut new, 431, "a head over the reloaded max_header_size");
+}
+
+#[test]
+fn flags_given_at_start_stay_applied_across_reloads() {
+    let dir = TempDir::new("flags");
+    let (a, b) = (HttpBackend::named("a"), HttpBackend::named("b"));
+    let web = listener("web", "127.0.0.1:0", "http", a.addr);
+    let file = dir.write("ferry.toml", &web);
+    let backend = b.addr.to_string();
+    let proxy = Proxy::start(&["-c", &file, "-b", &backend]);
+    let get_body = |addr| HttpConn::connect(addr).roundtrip(&get("/x")).body;
+    assert_eq!(get_body(proxy.addr), b"b /x");
+    let second = listener("second", "127.0.0.2:0", "http", a.addr);
+    dir.write("ferry.toml", &format!("{web}{second}"));
+    let now = proxy.reload_ok();
+    assert_eq!(now[0], proxy.addr);
+    assert_eq!(
+        get_body(now[0]),
+        b"b /x",
+        "-b still overrides the first listener"
+    );
+    assert_eq!(get_body(now[1]), b"a /x", "and only the first");
+}
