@@ -413,7 +413,10 @@ fn build_generation(
         let access_log = match &lc.http.access_log {
             Some(path) if lc.mode != Mode::Tcp => Some(
                 AccessLog::start(path, ACCESS_LOG_QUEUE)
-                    .map_err(|e| StartError::Io(format!("--access-log {path}: {e}")))?,
+                    .map_err(|e| StartError::Io(format!(
+                        "listener {}: cannot open the access log (--access-log, access_log) {path}: {e}",
+                        lc.name
+                    )))?,
             ),
             _ => None,
         };
