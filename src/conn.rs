@@ -19,6 +19,9 @@ pub struct Conn {
     pub backend: u32,
     /// The pair this connection serves, if any.
     pub owner: Option<usize>,
+    /// The listener of the pair it serves or served last (whose counters
+    /// an eviction from the pool goes to).
+    pub listener: u16,
     /// Requests completed on this connection.
     pub requests: u32,
     /// Taken from the pool for the current request (a failure may be a
@@ -36,13 +39,14 @@ impl Timed for Conn {
 }
 
 impl Conn {
-    pub fn new(gen: u32, stream: TcpStream, backend: u32, owner: usize) -> Conn {
+    pub fn new(gen: u32, stream: TcpStream, backend: u32, owner: usize, listener: u16) -> Conn {
         Conn {
             gen,
             stream,
             ready: Ready::default(),
             backend,
             owner: Some(owner),
+            listener,
             requests: 0,
             reused: false,
             busy: false,

@@ -27,7 +27,7 @@ use crate::config::{Config, Mode};
 use crate::forward::resolver::{self, Dns};
 use crate::http::access_log::AccessLog;
 use crate::net::{self, listener::BindError};
-use crate::stats::{self, Counters, Global, SharedCounters};
+use crate::stats::{self, Figures, Global, Snapshot, WorkerCounters};
 use crate::upstream::{self, BackendState};
 use crate::worker::{Listener, Shared, Worker};
 use mio::{Poll, Waker};
@@ -78,39 +78,66 @@ pub struct Process {
     pub reloads_failed: AtomicU64,
     /// Generations with workers still running (serving or draining).
     pub generations: Mutex<Vec<Arc<Shared>>>,
-    /// The sum of the counters of generations that ended.
-    pub retired: Mutex<Counters>,
+    /// The figures of generations that ended, summed (by listener name and
+    /// backend). Locked before `generations` whenever both are, so a
+    /// generation moves from one to the other atomically for readers.
+    pub retired: Mutex<Figures>,
 }
 
 impl Process {
-    /// Every counter summed over every generation, live or ended. Gauges
-    /// (connections active, buffers in use) sum the live workers only.
-    pub fn totals(&self) -> Counters {
-        let mut sum = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn new(global: Arc<Global>) -> Process {
+        Process {
+            global,
+            started: Instant::now(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            generations: Mutex::new(Vec::new()),
+            retired: Mutex::new(Figures::default()),
+        }
+    }
+
+    /// Every counter summed over every generation, live or ended, by
+    /// listener name; gauges (connections active, buffers in use) and the
+    /// backends' up state come from the live workers only.
+    pub fn figures(&self) -> Figures {
+        let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sum = retired.clone();
         for g in self
             .generations
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            sum.add(&stats::total(&g.counters));
+            sum.add(&g.figures());
         }
         sum
     }
 
+    /// The figures with the process's own: uptime, peak, reloads.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            figures: self.figures(),
+            uptime: self.started.elapsed(),
+            max_concurrent: self.global.max_active.load(Ordering::Relaxed) as u64,
+            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The SIGUSR1 and exit report (`stats::render_report` says its lines).
     pub fn report(&self) -> String {
-        let mut text = stats::render_report(&self.totals(), &self.global, self.started.elapsed());
-        // Reloads are not worker counters; they go before the report's end line.
-        let end = text.rfind("ferry: report end").unwrap_or(text.len());
-        text.insert_str(
-            end,
-            &format!(
-                "reloads_ok {}\nreloads_failed {}\n",
-                self.reloads_ok.load(Ordering::Relaxed),
-                self.reloads_failed.load(Ordering::Relaxed)
-            ),
-        );
-        text
+        stats::render_report(&self.snapshot())
+    }
+
+    /// Fold an ended generation's figures into the retired ones and forget it.
+    fn retire(&self, shared: &Arc<Shared>) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        let mut figures = shared.figures();
+        // Levels of workers that are gone are zero, not their last reading.
+        figures.clear_gauges();
+        retired.add(&figures);
+        generations.retain(|g| !Arc::ptr_eq(g, shared));
     }
 }
 
@@ -150,14 +177,7 @@ pub fn run(config: Config, mut reload: Option<Reload>) -> Result<(), StartError>
             fd_limit
         );
     }
-    let process = Arc::new(Process {
-        global: Arc::new(Global::default()),
-        started: Instant::now(),
-        reloads_ok: AtomicU64::new(0),
-        reloads_failed: AtomicU64::new(0),
-        generations: Mutex::new(Vec::new()),
-        retired: Mutex::new(Counters::default()),
-    });
+    let process = Arc::new(Process::new(Arc::new(Global::default())));
     let (tx, rx) = mpsc::channel();
     let mut sockets: HashMap<SocketAddr, Bound> = HashMap::new();
     let mut generations: HashMap<usize, Generation> = HashMap::new();
@@ -260,7 +280,7 @@ pub fn run(config: Config, mut reload: Option<Reload>) -> Result<(), StartError>
                 });
                 if ended {
                     let g = generations.remove(&generation).expect("present");
-                    retire_counters(&process, &g.shared);
+                    process.retire(&g.shared);
                 }
                 if generations.is_empty() {
                     break;
@@ -280,23 +300,6 @@ fn stop_all(generations: &HashMap<usize, Generation>) {
         g.shared.stopping.store(true, Ordering::SeqCst);
         g.wake();
     }
-}
-
-/// Fold an ended generation's counters into the process's and forget it.
-fn retire_counters(process: &Process, shared: &Arc<Shared>) {
-    let mut totals = stats::total(&shared.counters);
-    // Levels of workers that are gone are zero, not their last reading.
-    totals.clear_gauges();
-    process
-        .retired
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .add(&totals);
-    process
-        .generations
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|g| !Arc::ptr_eq(g, shared));
 }
 
 /// Settings a running process cannot change (the listening sockets are
@@ -374,9 +377,12 @@ fn build_generation(
     // health state, and a range in each worker's list.
     let mut per_worker: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut backends: Vec<Arc<BackendState>> = Vec::new();
+    // The listener (index) of each backend.
+    let mut listener_of: Vec<usize> = Vec::new();
+    let listener_count = config.listeners.len();
     let mut banners = Vec::new();
     let mut health = Vec::new();
-    for lc in &config.listeners {
+    for (listener_of_index, lc) in config.listeners.iter().enumerate() {
         let (bound, shards) = shards_for(lc.listen, &config, sockets, fresh)?;
         let mut targets: Vec<String> = lc.backends.iter().map(|b| b.to_string()).collect();
         if lc.mode == Mode::Forward {
@@ -396,6 +402,7 @@ fn build_generation(
             _ => None,
         };
         let first = backends.len();
+        listener_of.extend(std::iter::repeat_n(listener_of_index, lc.backends.len()));
         backends.extend(
             lc.backends
                 .iter()
@@ -421,7 +428,13 @@ fn build_generation(
     let shared = Arc::new(Shared {
         config,
         global: process.global.clone(),
-        counters: (0..workers).map(|_| SharedCounters::default()).collect(),
+        counters: (0..workers)
+            .map(|_| WorkerCounters::new(listener_count))
+            .collect(),
+        backends: listener_of
+            .into_iter()
+            .zip(backends.iter().cloned())
+            .collect(),
         stopping: AtomicBool::new(false),
         retiring: AtomicBool::new(false),
         started: Instant::now(),

@@ -26,7 +26,7 @@ use crate::io::pipe::PipePool;
 use crate::net::{self, sys};
 use crate::pair::{self, CloseReason, Outcome, Pair, Phase};
 use crate::relay::{Pools, Ready};
-use crate::stats::{Counters, Global, SharedCounters};
+use crate::stats::{BackendFigures, Counters, Figures, Global, Scope, WorkerCounters};
 use crate::timer::TimerWheel;
 use crate::token::{self, Side, Target};
 use crate::upstream::{self, BackendState, Balance, Pick, Rng};
@@ -54,19 +54,21 @@ const ORIGINS_KEPT: usize = 256;
 /// Session steps one drive may take before yielding (a bug guard).
 const MAX_SESSION_STEPS: usize = 64;
 
-/// The session's view of its worker and listener, from disjoint fields of
-/// the worker (a macro, so the borrows stay field by field).
+/// The session's view of its worker and of listener `$index`, from
+/// disjoint fields of the worker (a macro, so the borrows stay field by field).
 macro_rules! session_ctx {
-    ($w:ident, $listener:expr, $slot:expr) => {{
-        let listener: &Listener = $listener;
+    ($w:ident, $index:expr, $slot:expr) => {{
+        let index: usize = $index;
+        let listener: &Listener = &$w.listeners[index];
         Ctx {
             pools: &mut $w.pools,
-            counters: &mut $w.counters,
+            counters: &mut $w.counters[index],
             log: listener.access_log.as_ref(),
             records: &mut $w.records,
             cfg: &listener.http,
             ticks: listener.ticks,
             tick: $w.tick,
+            now_ns: $w.now_ns,
             forward: match ($w.dns.as_mut(), listener.mode) {
                 (Some(dns), Mode::Forward) => Some(Forward {
                     cfg: &listener.forward,
@@ -87,11 +89,37 @@ pub struct Shared {
     pub config: Config,
     /// The process-wide connection gate (shared by every generation).
     pub global: Arc<Global>,
-    pub counters: Vec<SharedCounters>,
+    /// Each worker's published counters (its own and its listeners').
+    pub counters: Vec<WorkerCounters>,
+    /// The configured backends, with the index of their listener.
+    pub backends: Vec<(usize, Arc<BackendState>)>,
     pub stopping: AtomicBool,
     /// A reload replaced this generation: stop accepting, finish what is open.
     pub retiring: AtomicBool,
     pub started: Instant,
+}
+
+impl Shared {
+    /// This generation's figures: the workers' published counters summed
+    /// by listener, and its backends' shared state.
+    pub fn figures(&self) -> Figures {
+        let mut f = Figures::default();
+        for (i, l) in self.config.listeners.iter().enumerate() {
+            let c = f.listener_mut(&l.name);
+            for w in &self.counters {
+                if let Some(shared) = w.listeners.get(i) {
+                    c.add(&shared.load());
+                }
+            }
+        }
+        for w in &self.counters {
+            f.workers.add(&w.worker.load());
+        }
+        for (i, state) in &self.backends {
+            f.add_backend(BackendFigures::read(&self.config.listeners[*i].name, state));
+        }
+        f
+    }
 }
 
 /// A listening socket of this worker and where its connections go.
@@ -167,10 +195,17 @@ pub struct Worker {
     conn_wheel: TimerWheel,
     due: Vec<usize>,
     run_queue: VecDeque<(usize, u32)>,
-    counters: Counters,
+    /// Per listener (same index): what happens to its connections.
+    counters: Vec<Counters>,
+    /// The worker's own: loop passes, events, what its pools hold.
+    own: Counters,
     rng: Rng,
     next_gen: u32,
     now: Instant,
+    /// `now` in nanoseconds since `epoch` (plus one, so 0 means unset):
+    /// the session's clock for HTTP times.
+    now_ns: u64,
+    epoch: Instant,
     tick: u64,
     connect_ticks: u64,
     idle_ticks: u64,
@@ -221,6 +256,7 @@ impl Worker {
         let connect_ticks = span(cfg.connect_timeout);
         let idle_ticks = span(cfg.idle_timeout);
         let mut listeners = listeners;
+        let listener_count = listeners.len();
         for l in &mut listeners {
             l.ticks = Ticks {
                 header: span(l.http.header_timeout),
@@ -263,10 +299,13 @@ impl Worker {
             conn_wheel: TimerWheel::new(now),
             due: Vec::with_capacity(max_pairs + pooled),
             run_queue: VecDeque::with_capacity(max_pairs),
-            counters: Counters::default(),
+            counters: vec![Counters::default(); listener_count],
+            own: Counters::default(),
             rng: Rng::new(0x9E37_79B9 ^ ((id as u64 + 1) * 0x2545_F491)),
             next_gen: 0,
             now,
+            now_ns: 1,
+            epoch: now,
             tick: 0,
             connect_ticks,
             idle_ticks,
@@ -303,10 +342,11 @@ impl Worker {
                 }
             }
             self.now = Instant::now();
+            self.now_ns = self.now.duration_since(self.epoch).as_nanos() as u64 + 1;
             self.tick = self.wheel.tick_of(self.now);
-            self.counters.loop_iterations += 1;
+            self.own.loop_iterations += 1;
             for event in events.iter() {
-                self.counters.loop_events += 1;
+                self.own.loop_events += 1;
                 self.dispatch(event);
             }
             self.run_queued();
@@ -394,7 +434,7 @@ impl Worker {
                     Some(owner) => self.drive(owner),
                     None if conn.ready.has(Ready::READ | Ready::ERROR) => {
                         // An idle pooled connection spoke or closed: it cannot be reused.
-                        self.counters.backend_pool_evictions += 1;
+                        self.counters[conn.listener as usize].backend_pool_evictions += 1;
                         self.close_conn(slot);
                     }
                     None => {}
@@ -428,7 +468,8 @@ impl Worker {
         loop {
             let pair = &mut self.pairs[slot];
             let conn = &mut self.conns[pair.backend.expect("a TCP pair always has its backend")];
-            match pair::drive_tcp(pair, conn, &mut self.pools, &mut self.counters, self.tick) {
+            let counters = &mut self.counters[pair.listener as usize];
+            match pair::drive_tcp(pair, conn, &mut self.pools, counters, self.tick) {
                 Outcome::Idle => return,
                 Outcome::Again => return self.enqueue(slot),
                 Outcome::Connected => {
@@ -447,21 +488,23 @@ impl Worker {
                 .has(Ready::READ | Ready::RDHUP | Ready::ERROR)
             {
                 // The connection kept for this client closed or spoke out of turn.
-                self.counters.backend_pool_evictions += 1;
+                self.counters[self.pairs[slot].listener as usize].backend_pool_evictions += 1;
                 self.detach_backend(slot, false);
             }
         }
         for _ in 0..MAX_SESSION_STEPS {
             let pair = &mut self.pairs[slot];
-            let listener = &self.listeners[pair.listener as usize];
             let mut conn = pair.backend.map(|c| &mut self.conns[c]);
-            let mut ctx = session_ctx!(self, listener, slot);
+            let mut ctx = session_ctx!(self, pair.listener as usize, slot);
             let action = if pair.phase == Phase::Connecting {
                 let conn = conn.expect("connecting implies a connection");
                 match pair::check_connect(pair, conn) {
                     Outcome::Connected => session::connected(pair, &mut ctx),
                     Outcome::Close(CloseReason::ConnectFailed(_)) => {
                         ctx.counters.backend_connect_failures += 1;
+                        self.backends[conn.backend as usize]
+                            .state
+                            .count_connect_failure();
                         Action::ConnectFailed
                     }
                     Outcome::Close(reason) => Action::Close(reason),
@@ -500,7 +543,7 @@ impl Worker {
                 // Forward mode: the origin is what the client asked for; no other.
                 self.detach_backend(slot, false);
                 let pair = &mut self.pairs[slot];
-                let mut ctx = session_ctx!(self, &self.listeners[pair.listener as usize], slot);
+                let mut ctx = session_ctx!(self, pair.listener as usize, slot);
                 let action = session::no_backend(pair, false, &mut ctx);
                 self.apply(slot, action)
             }
@@ -537,7 +580,7 @@ impl Worker {
     fn attach_backend_inner(&mut self, slot: usize) {
         if self.take_kept(slot) {
             let pair = &mut self.pairs[slot];
-            let mut ctx = session_ctx!(self, &self.listeners[pair.listener as usize], slot);
+            let mut ctx = session_ctx!(self, pair.listener as usize, slot);
             let action = session::connected(pair, &mut ctx);
             debug_assert_eq!(
                 action,
@@ -565,8 +608,7 @@ impl Worker {
             let index = match pick {
                 Pick::Backend(i) => i,
                 Pick::NoneUp | Pick::Exhausted => {
-                    let listener = &self.listeners[pair.listener as usize];
-                    let mut ctx = session_ctx!(self, listener, slot);
+                    let mut ctx = session_ctx!(self, pair.listener as usize, slot);
                     // Down before this request tried any: 503; else they failed it: 502/504.
                     let none_healthy = pick == Pick::NoneUp && pair.exchange.tried == 0;
                     let action = session::no_backend(pair, none_healthy, &mut ctx);
@@ -579,18 +621,19 @@ impl Worker {
             };
             pair.exchange.tried |= 1u64 << index.min(63);
             let b = first + index;
+            let li = pair.listener as usize;
             if !pair.exchange.fresh_only {
                 if let Some(c) = self.backends[b].idle.pop() {
-                    self.counters.backend_pool_hits += 1;
+                    self.counters[li].backend_pool_hits += 1;
                     self.conn_wheel.cancel(&mut self.conns, c);
                     let conn = &mut self.conns[c];
                     conn.owner = Some(slot);
+                    conn.listener = pair.listener;
                     conn.reused = true;
                     conn.busy = true;
                     self.backends[b].busy += 1;
                     pair.backend = Some(c);
-                    let listener = &self.listeners[pair.listener as usize];
-                    let mut ctx = session_ctx!(self, listener, slot);
+                    let mut ctx = session_ctx!(self, pair.listener as usize, slot);
                     let action = session::connected(pair, &mut ctx);
                     debug_assert_eq!(
                         action,
@@ -600,7 +643,7 @@ impl Worker {
                     return;
                 }
             }
-            self.counters.backend_pool_misses += 1;
+            self.counters[li].backend_pool_misses += 1;
             let addr = self.backends[b].state.addr;
             match self.open_conn(b, slot) {
                 Ok(c) => {
@@ -611,7 +654,8 @@ impl Worker {
                     return;
                 }
                 Err(e) => {
-                    self.counters.backend_connect_failures += 1;
+                    self.counters[li].backend_connect_failures += 1;
+                    self.backends[b].state.count_connect_failure();
                     self.backends[b].state.mark_down();
                     self.log_limited(format_args!("connect to {addr} failed: {e}; marked down"));
                 }
@@ -629,24 +673,27 @@ impl Worker {
             .origin
             .expect("a forward request has its origin");
         let fresh_only = pair.exchange.fresh_only;
+        let li = pair.listener as usize;
         let b = self.origin_index(addr);
         if !fresh_only {
             if let Some(c) = self.backends[b].idle.pop() {
-                self.counters.backend_pool_hits += 1;
+                self.counters[li].backend_pool_hits += 1;
                 self.conn_wheel.cancel(&mut self.conns, c);
                 let conn = &mut self.conns[c];
                 conn.owner = Some(slot);
+                // Origins are shared by the worker's forward listeners.
+                conn.listener = li as u16;
                 conn.reused = true;
                 self.mark_busy(c, true);
                 let pair = &mut self.pairs[slot];
                 pair.backend = Some(c);
-                let mut ctx = session_ctx!(self, &self.listeners[pair.listener as usize], slot);
+                let mut ctx = session_ctx!(self, pair.listener as usize, slot);
                 let action = session::connected(pair, &mut ctx);
                 debug_assert_eq!(action, Action::Again);
                 return;
             }
         }
-        self.counters.backend_pool_misses += 1;
+        self.counters[li].backend_pool_misses += 1;
         match self.open_conn(b, slot) {
             Ok(c) => {
                 let pair = &mut self.pairs[slot];
@@ -655,7 +702,7 @@ impl Worker {
                 pair.deadline = self.tick + self.connect_ticks;
             }
             Err(e) => {
-                self.counters.backend_connect_failures += 1;
+                self.counters[li].backend_connect_failures += 1;
                 if self.shared.config.verbose {
                     self.log(format_args!("connect to {addr} failed: {e}"));
                 }
@@ -664,7 +711,7 @@ impl Worker {
                     self.free_origins.push(b);
                 }
                 let pair = &mut self.pairs[slot];
-                let mut ctx = session_ctx!(self, &self.listeners[pair.listener as usize], slot);
+                let mut ctx = session_ctx!(self, pair.listener as usize, slot);
                 let action = session::no_backend(pair, false, &mut ctx);
                 if let Action::Close(reason) = action {
                     self.close_pair(slot, reason);
@@ -718,7 +765,7 @@ impl Worker {
                 _ => continue, // the client went away meanwhile
             }
             let pair = &mut self.pairs[slot];
-            let mut ctx = session_ctx!(self, &self.listeners[pair.listener as usize], slot);
+            let mut ctx = session_ctx!(self, pair.listener as usize, slot);
             let action = session::resolved(pair, answer.ip, &mut ctx);
             if self.apply(slot, action) {
                 self.drive(slot);
@@ -752,7 +799,9 @@ impl Worker {
             token::pair(slot, Side::Backend, gen),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        self.conns.insert(Conn::new(gen, stream, b as u32, owner));
+        let listener = self.pairs[owner].listener;
+        self.conns
+            .insert(Conn::new(gen, stream, b as u32, owner, listener));
         self.backends[b].conns += 1;
         self.mark_busy(slot, true);
         Ok(slot)
@@ -836,7 +885,7 @@ impl Worker {
             self.detach_backend(slot, false);
             return false;
         }
-        self.counters.backend_pool_hits += 1;
+        self.counters[pair.listener as usize].backend_pool_hits += 1;
         self.conns[c].reused = true;
         self.mark_busy(c, true);
         let pair = &mut self.pairs[slot];
@@ -902,7 +951,7 @@ impl Worker {
         let mut due = std::mem::take(&mut self.due);
         self.conn_wheel.expire(&mut self.conns, self.now, &mut due);
         for &c in &due {
-            self.counters.backend_pool_evictions += 1;
+            self.counters[self.conns[c].listener as usize].backend_pool_evictions += 1;
             self.close_conn_idle(c);
         }
         due.clear();
@@ -919,8 +968,8 @@ impl Worker {
     fn timeout(&mut self, slot: usize) {
         let pair = &mut self.pairs[slot];
         pair.deadline = 0;
-        let listener = &self.listeners[pair.listener as usize];
-        match listener.mode {
+        let index = pair.listener as usize;
+        match self.listeners[index].mode {
             Mode::Tcp => match pair.phase {
                 Phase::Connecting => self.close_pair(slot, CloseReason::ConnectTimeout),
                 _ if self.tick >= pair.last_active + self.idle_ticks => {
@@ -929,7 +978,13 @@ impl Worker {
                 _ => pair.deadline = pair.last_active + self.idle_ticks,
             },
             Mode::Http | Mode::Forward => {
-                let mut ctx = session_ctx!(self, listener, slot);
+                if pair.phase == Phase::Connecting {
+                    if let Some(c) = pair.backend {
+                        let b = self.conns[c].backend as usize;
+                        self.backends[b].state.count_connect_timeout();
+                    }
+                }
+                let mut ctx = session_ctx!(self, index, slot);
                 let action = session::on_timeout(pair, &mut ctx);
                 if self.apply(slot, action) {
                     self.drive(slot);
@@ -974,7 +1029,7 @@ impl Worker {
             if !self.shared.global.try_admit(max_conns) {
                 // The rest wait in the kernel backlog until a slot frees.
                 if !self.at_limit {
-                    self.counters.connections_refused_limit += 1;
+                    self.counters[i].connections_refused_limit += 1;
                     self.at_limit = true;
                 }
                 self.accept_paused_until = Some(self.now + ACCEPT_RETRY);
@@ -992,12 +1047,12 @@ impl Worker {
                             return;
                         }
                         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                            self.counters.accept_errors += 1;
+                            self.counters[i].accept_errors += 1;
                             self.log_limited(format_args!("accept failed: {e}; pausing accepts"));
                             self.accept_paused_until = Some(self.now + ACCEPT_RETRY);
                             return;
                         }
-                        _ => self.counters.accept_errors += 1,
+                        _ => self.counters[i].accept_errors += 1,
                     }
                 }
             }
@@ -1020,7 +1075,7 @@ impl Worker {
             token::pair(slot, Side::Client, gen),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            self.counters.errors += 1;
+            self.counters[listener].errors += 1;
             self.log_limited(format_args!("cannot register a connection: {e}"));
             self.shared.global.release();
             return;
@@ -1039,7 +1094,9 @@ impl Worker {
             phase,
             self.tick,
         ));
-        self.counters.connections_accepted += 1;
+        let counters = &mut self.counters[listener];
+        counters.connections_accepted += 1;
+        counters.connections_active += 1;
         self.shared.global.record_peak();
         match mode {
             Mode::Tcp => {
@@ -1063,7 +1120,7 @@ impl Worker {
             }
             Mode::Http | Mode::Forward => {
                 let pair = &mut self.pairs[slot];
-                let mut ctx = session_ctx!(self, &self.listeners[listener], slot);
+                let mut ctx = session_ctx!(self, listener, slot);
                 session::begin(pair, &mut ctx);
                 let when = pair.deadline;
                 self.wheel.arm(&mut self.pairs, slot, when);
@@ -1083,7 +1140,7 @@ impl Worker {
                 listener.access_log.as_ref(),
                 &mut self.records,
                 r,
-                &mut self.counters,
+                &mut self.counters[pair.listener as usize],
             );
         }
         pair.release(&mut self.pools);
@@ -1093,7 +1150,8 @@ impl Worker {
             self.accept_paused_until = None;
             self.accept_again = true;
         }
-        let c = &mut self.counters;
+        let c = &mut self.counters[pair.listener as usize];
+        c.connections_active -= 1;
         match reason {
             CloseReason::Done | CloseReason::Shutdown => {}
             CloseReason::Error(Side::Client, _) => c.client_aborts += 1,
@@ -1105,21 +1163,21 @@ impl Worker {
         }
         // Only TCP pairs close for a connect failure; their one backend is
         // the listener's first (HTTP retries another backend instead).
-        let backend = || {
-            self.backends[self.listeners[pair.listener as usize].first]
-                .state
-                .addr
-        };
+        let backend = || &self.backends[self.listeners[pair.listener as usize].first].state;
         match reason {
             CloseReason::ConnectFailed(e) => {
-                let backend = backend();
+                let state = backend();
+                state.count_connect_failure();
+                let backend = state.addr;
                 self.log_limited(format_args!(
                     "connect to {backend} failed: {}",
                     sys::errno_name(e)
                 ));
             }
             CloseReason::ConnectTimeout => {
-                let backend = backend();
+                let state = backend();
+                state.count_connect_timeout();
+                let backend = state.addr;
                 self.log_limited(format_args!("connect to {backend} timed out"))
             }
             CloseReason::Stalled => {
@@ -1194,15 +1252,37 @@ impl Worker {
         self.pairs.is_empty()
     }
 
+    /// Publish the worker's own counters and each listener's, for the
+    /// reporters (relaxed stores into this worker's slots; no lock, no
+    /// allocation).
     fn publish(&mut self) {
-        let c = &mut self.counters;
-        c.connections_active = self.pairs.len() as u64;
+        let c = &mut self.own;
         c.slab_in_use = self.pairs.len() as u64;
         c.backend_connections = self.conns.len() as u64;
         c.buffers_in_use = self.pools.buffers.in_use() as u64;
         c.pipes_in_use = self.pools.pipes.in_use() as u64;
         c.worker_heap_allocations = alloc_count::thread_allocations();
-        self.shared.counters[self.id].publish(c);
+        debug_assert!(
+            c.only(Scope::Worker),
+            "a connection counted as the worker's"
+        );
+        let slots = &self.shared.counters[self.id];
+        slots.worker.publish(c);
+        for (shared, counters) in slots.listeners.iter().zip(&self.counters) {
+            debug_assert!(
+                counters.only(Scope::Listener),
+                "a worker's metric counted as a listener's"
+            );
+            shared.publish(counters);
+        }
+        debug_assert_eq!(
+            self.counters
+                .iter()
+                .map(|c| c.connections_active)
+                .sum::<u64>(),
+            self.pairs.len() as u64,
+            "connections_active counts the pairs"
+        );
     }
 
     fn log(&self, what: std::fmt::Arguments) {

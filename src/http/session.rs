@@ -73,6 +73,13 @@ pub struct Exchange {
     pub origin: Option<SocketAddr>,
     /// Forward mode: a CONNECT, to become a tunnel once connected.
     pub connect: bool,
+    /// The worker's clock (`Ctx::now_ns`; 0: not yet) when the request head
+    /// was complete, when the request could start to the backend (its
+    /// connection ready), and when the response was all read from the
+    /// backend: the backend and client times of the acceleration metric.
+    pub received_at: u64,
+    pub sent_at: u64,
+    pub backend_done_at: u64,
 }
 
 impl Default for Exchange {
@@ -96,6 +103,9 @@ impl Default for Exchange {
             body_base: 0,
             origin: None,
             connect: false,
+            received_at: 0,
+            sent_at: 0,
+            backend_done_at: 0,
         }
     }
 }
@@ -141,6 +151,8 @@ pub struct Ctx<'a> {
     pub cfg: &'a HttpConfig,
     pub ticks: Ticks,
     pub tick: u64,
+    /// The worker's clock in nanoseconds, read once per loop pass (never 0).
+    pub now_ns: u64,
     /// Forward mode: what clients may reach, and name resolution.
     pub forward: Option<Forward<'a>>,
     /// The pair's slot (a pending lookup's answer names it).
@@ -181,6 +193,8 @@ pub fn advance(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Actio
 pub fn connected(pair: &mut Pair, ctx: &mut Ctx) -> Action {
     pair.phase = Phase::Relaying;
     pair.deadline = ctx.tick + ctx.ticks.backend;
+    // A retry restarts the backend's time: the failed attempt did not serve.
+    pair.exchange.sent_at = ctx.now_ns;
     if pair.exchange.connect {
         return open_tunnel(pair, ctx);
     }
@@ -418,6 +432,7 @@ fn read_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
         connect,
         // A tunnel is never carried by a pooled connection.
         fresh_only: connect,
+        received_at: ctx.now_ns,
         ..Exchange::default()
     };
     ctx.counters.http_requests += 1;
@@ -471,6 +486,11 @@ fn progress(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
             (FlowState::Shut, FlowState::Shut) => Action::Close(CloseReason::Done),
             _ => Action::Wait,
         };
+    }
+    if pair.to_client.framing() == Framing::Complete && pair.exchange.backend_done_at == 0 {
+        // The whole response was read from the backend: it is free now,
+        // however long the client takes to receive what ferry holds.
+        pair.exchange.backend_done_at = ctx.now_ns;
     }
     let request_done = pair.to_backend.framing() == Framing::Complete;
     if pair.to_backend.state != FlowState::Open && !request_done {
@@ -632,6 +652,7 @@ fn backend_failed(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Ac
 /// Both messages are complete: keep the client for the next request, or close.
 fn finish(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
     let ex = pair.exchange;
+    count_times(&ex, ctx);
     if let Some(r) = ex.log {
         if let Some(record) = ctx.records.get_mut(r) {
             record.bytes = pair.to_client.delivered().saturating_sub(ex.body_base);
@@ -658,6 +679,21 @@ fn finish(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
         start_closing(pair, ctx);
     }
     Action::Release { reuse }
+}
+
+/// Add an exchange's backend time (request sent until the response was
+/// read) and client time (request received until the response was
+/// delivered) to the listener's: their ratio is the acceleration, how much
+/// longer clients hold ferry than ferry holds the backend.
+fn count_times(ex: &Exchange, ctx: &mut Ctx) {
+    if ex.received_at == 0 || ex.sent_at == 0 || ex.backend_done_at == 0 {
+        return;
+    }
+    debug_assert!(ex.received_at <= ex.sent_at && ex.sent_at <= ex.backend_done_at);
+    let c = &mut *ctx.counters;
+    c.http_exchanges_timed += 1;
+    c.http_backend_seconds += ex.backend_done_at.saturating_sub(ex.sent_at);
+    c.http_client_seconds += ctx.now_ns.saturating_sub(ex.received_at);
 }
 
 fn start_closing(pair: &mut Pair, ctx: &mut Ctx) {

@@ -7,6 +7,8 @@
 //! counts, and a worker lowers it at once when a connect fails (passive
 //! marking); only the checker raises it again. Everything else a worker uses
 //! to choose (its cursor, its count of connections per backend) is its own.
+//! The same shared state counts health-check results and connect failures
+//! and timeouts for the metrics (atomics touched only on those rare events).
 
 pub mod health;
 
@@ -42,6 +44,9 @@ pub struct BackendState {
     pub checks_passed: AtomicU64,
     pub checks_failed: AtomicU64,
     pub marked_down: AtomicU64,
+    /// Connects to it that failed or timed out (counted by the workers).
+    pub connect_failures: AtomicU64,
+    pub connect_timeouts: AtomicU64,
 }
 
 impl BackendState {
@@ -52,6 +57,8 @@ impl BackendState {
             checks_passed: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
             marked_down: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            connect_timeouts: AtomicU64::new(0),
         }
     }
 
@@ -64,6 +71,16 @@ impl BackendState {
         if self.up.swap(false, Relaxed) {
             self.marked_down.fetch_add(1, Relaxed);
         }
+    }
+
+    /// A connect to it failed (refused, reset, unreachable).
+    pub fn count_connect_failure(&self) {
+        self.connect_failures.fetch_add(1, Relaxed);
+    }
+
+    /// A connect to it took longer than --connect-timeout.
+    pub fn count_connect_timeout(&self) {
+        self.connect_timeouts.fetch_add(1, Relaxed);
     }
 
     /// Put it back (only the health checker does, after `rise` passes).
