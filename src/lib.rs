@@ -22,11 +22,16 @@
 //!   [`upstream`] the backends' health, balancing and health checks.
 //! * Forward mode: [`forward`] holds proxy auth, the reachability rules
 //!   (ports, networks) and the target parsing; the HTTP session serves it.
+//! * [`stats`] holds the counters (per listener and per worker, published
+//!   once per loop pass), the report and the Prometheus and JSON exports;
+//!   [`admin`] serves them (`/metrics`, `/stats`, `/health`) from two
+//!   blocking threads of its own, never on a worker.
 //! * `alloc_count` is the counting allocator that proves the hot path does
 //!   not allocate.
 //!
 //! See docs/ARCHITECTURE.md for how data flows and the rules of the loop.
 
+pub mod admin;
 pub mod alloc_count;
 pub mod cli;
 pub mod config;

@@ -6,6 +6,10 @@
 //! channel that carries signals (from a signal-hook thread) and worker exits:
 //!
 //! * SIGUSR1: print the statistics report and go on.
+//!
+//! With `--admin ADDR`, the admin listener ([`crate::admin`]) is bound
+//! before the first generation starts (banner `ferry: admin on ADDR`) and
+//! serves the same figures over HTTP from threads of its own.
 //! * SIGHUP: read the configuration file again. If it is invalid, log every
 //!   problem and keep serving as before. If it is valid, start a new
 //!   generation on it, then retire the old one: the old workers stop
@@ -196,6 +200,13 @@ pub fn run(config: Config, mut reload: Option<Reload>) -> Result<(), StartError>
         })
         .map_err(|e| StartError::Io(format!("cannot start signal thread: {e}")))?;
 
+    // The admin listener reads the process's figures from its own threads;
+    // it is up before any worker, and its address cannot change on reload.
+    if let Some(addr) = config.admin {
+        let bound = crate::admin::start(addr, config.admin_token.clone(), process.clone())
+            .map_err(|e| StartError::Io(format!("admin listener {addr}: {e}")))?;
+        eprintln!("ferry: admin on {bound}");
+    }
     let first = start_generation(config, 0, &mut sockets, &process, &tx)?;
     generations.insert(0, first);
     let mut next_generation = 1;
@@ -311,6 +322,11 @@ fn keep_fixed_settings(mut config: Config, running: &Config) -> Config {
             running.workers
         );
         config.workers = running.workers;
+    }
+    if config.admin != running.admin || config.admin_token != running.admin_token {
+        eprintln!("ferry: reload: the admin listener and its token stay as they are (changing them needs a restart)");
+        config.admin = running.admin;
+        config.admin_token = running.admin_token.clone();
     }
     config
 }
