@@ -23,6 +23,7 @@ e2e: proxy
 	bash tests/e2e/run.sh ./proxy
 	bash tests/e2e/http.sh ./proxy
 	bash tests/e2e/forward.sh ./proxy
+	bash tests/e2e/admin.sh ./proxy
 
 # Debug build with debug assertions, and the tests run with them.
 debug:

@@ -80,6 +80,27 @@ e2e_install() {
     if ((policy_created)); then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 }
 
+# e2e_install_python MODULE PIP_NAME DEB_NAME: makes `import MODULE` work for
+# python3 if it does not: pip (quietly; also where the system Python is
+# "externally managed"), else Debian's package.
+e2e_install_python() {
+    local module=$1 pip_name=$2 deb=$3
+    python3 -c "import $module" 2>/dev/null && return 0
+    echo "$E2E_NAME: installing $pip_name for python3"
+    python3 -m pip install -q --disable-pip-version-check "$pip_name" >/dev/null 2>&1 ||
+        python3 -m pip install -q --disable-pip-version-check --break-system-packages "$pip_name" >/dev/null 2>&1 ||
+        e2e_install_deb "$deb" || true
+    python3 -c "import $module" 2>/dev/null
+}
+
+# e2e_install_deb PKG: apt-get install PKG (after an update).
+e2e_install_deb() {
+    local SUDO=""
+    if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >/dev/null
+}
+
 # --- workspace and cleanup -----------------------------------------------------------
 
 # e2e_workspace PREFIX: TMP=/tmp/PREFIX.XXXXXX, removed (and everything
