@@ -1,10 +1,12 @@
 //! The admin listener (`--admin`): `/metrics` in Prometheus text whose
 //! counters equal the traffic sent, `/stats` as JSON with the same figures,
 //! `/health`; the bearer token; 404, 405, 431; the acceleration times of an
-//! exchange with a slow client; per-listener labels and report lines.
+//! exchange with a slow client; two listeners of a config file with their
+//! own labels and report lines, whose figures go on across reloads.
 
 mod common;
 
+use common::files::{Reloaded, TempDir};
 use common::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -401,4 +403,145 @@ fn tcp_listener_counts_bytes_and_connections_under_its_label() {
         0.0
     );
     assert!(metric(&samples, &format!("ferry_acceleration_ratio{MAIN}")).is_nan());
+}
+
+/// Two listeners of a config file, the admin listener with a token.
+fn two_listeners(web: SocketAddr, raw: SocketAddr) -> String {
+    format!(
+        "workers = 1\nadmin = \"127.0.0.1:0\"\nadmin_token = \"t0k\"\n\
+         [[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nmode = \"http\"\n\
+         backends = [\"{web}\"]\nhealth_interval = 0.2\n\
+         [[listener]]\nname = \"raw\"\nlisten = \"127.0.0.2:0\"\nmode = \"tcp\"\n\
+         backends = [\"{raw}\"]\n"
+    )
+}
+
+#[test]
+fn listeners_keep_their_own_figures_across_reloads() {
+    let dir = TempDir::new("admin");
+    let (http, echo) = (HttpBackend::fixed(&ok(b"ok")), Backend::echo());
+    let file = dir.write("ferry.toml", &two_listeners(http.addr, echo.addr));
+    let proxy = Proxy::start(&["-c", &file]);
+    let at = proxy.listening_since(0, 2);
+    let (web, raw) = (at[0], at[1]);
+    let admin = admin_addr(&proxy);
+    let token = Some("t0k");
+    let label = |name: &str, listener: &str| format!("{name}{{listener=\"{listener}\"}}");
+
+    let mut c = HttpConn::connect(web);
+    for i in 0..3 {
+        assert_eq!(c.roundtrip(&get(&format!("/{i}"))).status(), 200);
+    }
+    drop(c);
+    let mut s = connect(raw);
+    s.write_all(&[1u8; 500]).unwrap();
+    assert_eq!(
+        read_exact_with_deadline(&mut s, 500, DEADLINE),
+        vec![1u8; 500]
+    );
+    drop(s);
+    let m = wait_metrics(admin, token, "both clients gone", |m| {
+        m.get(&label("ferry_connections_active", "web")) == Some(&0.0)
+            && m.get(&label("ferry_connections_active", "raw")) == Some(&0.0)
+            && m.get(&label("ferry_bytes_backend_to_client_total", "raw")) == Some(&500.0)
+    });
+    assert_eq!(metric(&m, &label("ferry_http_requests_total", "web")), 3.0);
+    assert_eq!(metric(&m, &label("ferry_http_requests_total", "raw")), 0.0);
+    assert_eq!(
+        metric(&m, &label("ferry_connections_accepted_total", "web")),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, &label("ferry_connections_accepted_total", "raw")),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, &label("ferry_bytes_client_to_backend_total", "raw")),
+        500.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "ferry_http_responses_total{listener=\"web\",class=\"2xx\"}"
+        ),
+        3.0
+    );
+    let upstream = |name: &str, listener: &str, backend: SocketAddr| {
+        format!("{name}{{listener=\"{listener}\",backend=\"{backend}\"}}")
+    };
+    assert_eq!(
+        metric(&m, &upstream("ferry_upstream_up", "web", http.addr)),
+        1.0
+    );
+    // A TCP listener's backend has connect figures but no health checker.
+    assert_eq!(
+        metric(
+            &m,
+            &upstream("ferry_upstream_connect_failures_total", "raw", echo.addr)
+        ),
+        0.0
+    );
+    let checks = format!(
+        "ferry_upstream_health_checks_total{{listener=\"raw\",backend=\"{}\",result=\"passed\"}}",
+        echo.addr
+    );
+    assert_eq!(metric(&m, &checks), 0.0);
+
+    // A reload starts a new generation of workers: the figures go on from
+    // where they were, and the reload is counted.
+    proxy.reload_ok();
+    let m = wait_metrics(admin, token, "the reload", |m| {
+        m.get("ferry_reloads_total{outcome=\"ok\"}") == Some(&1.0)
+    });
+    assert_eq!(metric(&m, &label("ferry_http_requests_total", "web")), 3.0);
+    let mut c = HttpConn::connect(web);
+    for i in 0..2 {
+        assert_eq!(c.roundtrip(&get(&format!("/again/{i}"))).status(), 200);
+    }
+    drop(c);
+    let m = wait_metrics(admin, token, "5 requests on web", |m| {
+        m.get(&label("ferry_http_requests_total", "web")) == Some(&5.0)
+            && m.get(&label("ferry_connections_active", "web")) == Some(&0.0)
+    });
+    assert_eq!(
+        metric(&m, &label("ferry_connections_accepted_total", "web")),
+        2.0
+    );
+    assert_eq!(
+        metric(&m, &label("ferry_bytes_client_to_backend_total", "raw")),
+        500.0
+    );
+    let checks = format!(
+        "ferry_upstream_health_checks_total{{listener=\"web\",backend=\"{}\",result=\"passed\"}}",
+        http.addr
+    );
+    assert!(metric(&m, &checks) > 0.0, "health checks are counted");
+
+    // An invalid file is refused and counted; nothing else changes.
+    dir.write("ferry.toml", "workers = \"many\"\n");
+    assert!(matches!(proxy.reload(), Reloaded::Failed(_)));
+    let m = wait_metrics(admin, token, "the failed reload", |m| {
+        m.get("ferry_reloads_total{outcome=\"failed\"}") == Some(&1.0)
+    });
+    assert_eq!(metric(&m, &label("ferry_http_requests_total", "web")), 5.0);
+    let stats = admin_get(admin, "/stats", token);
+    let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
+    assert_eq!(stats["reloads"]["ok"], 1);
+    assert_eq!(stats["listeners"]["web"]["http_requests"], 5);
+    assert_eq!(stats["listeners"]["raw"]["bytes_client_to_backend"], 500);
+
+    // The report has the same figures per listener.
+    proxy.report();
+    let lines = proxy.stderr_lines();
+    for line in [
+        "listener web http_requests 5",
+        "listener raw bytes_client_to_backend 500",
+        "listener raw http_requests 0",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == line),
+            "{line:?} missing from\n{}",
+            lines.join("\n")
+        );
+    }
 }
