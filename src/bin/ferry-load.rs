@@ -683,6 +683,13 @@ impl<'a> Worker<'a> {
         if h.status != 200 {
             return Some(self.fail(Failure::Status));
         }
+        let now = Instant::now();
+        if now >= self.stop {
+            // The run is over: send nothing more, or the backend would count
+            // requests that ferry-load does not (bench/report.py compares).
+            // Closing the slot is enough: start() opens nothing after stop.
+            return Some(Step::Reopen);
+        }
         if c.phase == Phase::ReadConnect {
             // A 200 to CONNECT turns the connection into a tunnel: its
             // version or Connection field says nothing about the tunnel's end
@@ -695,7 +702,6 @@ impl<'a> Worker<'a> {
         if plan.expect_length.is_some_and(|l| l != c.body_seen) {
             return Some(self.fail(Failure::Short));
         }
-        let now = Instant::now();
         let since = if plan.mode == Mode::Connect {
             c.opened
         } else {
@@ -709,10 +715,8 @@ impl<'a> Worker<'a> {
             Mode::Get => true,
         };
         let close = h.close;
-        if now < self.stop {
-            self.stats.requests += 1;
-            self.stats.latencies_us.push(us);
-        }
+        self.stats.requests += 1;
+        self.stats.latencies_us.push(us);
         if !again || close {
             if close && again {
                 self.stats.reconnects += 1;
