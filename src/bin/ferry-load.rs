@@ -28,6 +28,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -82,6 +83,10 @@ struct Args {
     /// tunnel mode: reopen a tunnel after this many requests (default 0: never)
     #[argh(option, default = "0")]
     tunnel_requests: u64,
+    /// read response bodies into memory instead of dropping them in the
+    /// kernel (recv MSG_TRUNC): a costlier sink, as wrk is
+    #[argh(switch)]
+    copy_bodies: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +117,7 @@ struct Plan {
     timeout: Duration,
     expect_length: Option<u64>,
     tunnel_requests: u64,
+    copy_bodies: bool,
 }
 
 impl Plan {
@@ -166,6 +172,7 @@ impl Plan {
             timeout: Duration::from_secs_f64(a.timeout),
             expect_length: a.expect_length,
             tunnel_requests: a.tunnel_requests,
+            copy_bodies: a.copy_bodies,
         })
     }
 }
@@ -399,6 +406,32 @@ struct Worker<'a> {
     stop: Instant,
 }
 
+/// Take up to `len` (at most `buf.len()`) bytes off the socket and drop them
+/// without copying: recv(2) with MSG_TRUNC, which TCP on Linux turns into
+/// "discard". A sink that copies 1.7 GB/s into user space spends most of the
+/// load CPU on it; this leaves that CPU to drive the proxy. `len` is 0 only
+/// when nothing is left to read, which does not happen (the body is complete
+/// at 0), but a 0 would read as an EOF.
+fn discard(stream: &TcpStream, len: usize, buf: &mut [u8]) -> io::Result<usize> {
+    let len = len.min(buf.len());
+    // SAFETY: `buf` is valid for writes of `len` bytes (checked just above),
+    // so the call stays sound even if the kernel copied instead of
+    // discarding; the fd is the stream's own, open for the whole call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            len,
+            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 fn open(plan: &Plan) -> io::Result<TcpStream> {
     // No TCP_NODELAY (one syscall less per tunnel): each request head is one
     // write made after the previous answer was read, which acknowledged
@@ -614,7 +647,19 @@ impl<'a> Worker<'a> {
                     let to_connect = c.phase == Phase::ReadConnect;
                     // Before the head, accumulate; after it, only count.
                     let start = if c.head.is_some() { 0 } else { c.filled };
-                    let n = match stream.read(&mut c.buf[start..]) {
+                    let got = match c.head {
+                        // A body of known length is dropped in the kernel,
+                        // uncopied, unless --copy-bodies.
+                        Some(h) if !plan.copy_bodies && matches!(h.framing, Framing::Length(_)) => {
+                            discard(
+                                stream,
+                                c.body_left.min(c.buf.len() as u64) as usize,
+                                &mut c.buf,
+                            )
+                        }
+                        _ => stream.read(&mut c.buf[start..]),
+                    };
+                    let n = match got {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -683,6 +728,13 @@ impl<'a> Worker<'a> {
         if h.status != 200 {
             return Some(self.fail(Failure::Status));
         }
+        let now = Instant::now();
+        if now >= self.stop {
+            // The run is over: send nothing more, or the backend would count
+            // requests that ferry-load does not (bench/report.py compares).
+            // Closing the slot is enough: start() opens nothing after stop.
+            return Some(Step::Reopen);
+        }
         if c.phase == Phase::ReadConnect {
             // A 200 to CONNECT turns the connection into a tunnel: its
             // version or Connection field says nothing about the tunnel's end
@@ -695,7 +747,6 @@ impl<'a> Worker<'a> {
         if plan.expect_length.is_some_and(|l| l != c.body_seen) {
             return Some(self.fail(Failure::Short));
         }
-        let now = Instant::now();
         let since = if plan.mode == Mode::Connect {
             c.opened
         } else {
@@ -709,10 +760,8 @@ impl<'a> Worker<'a> {
             Mode::Get => true,
         };
         let close = h.close;
-        if now < self.stop {
-            self.stats.requests += 1;
-            self.stats.latencies_us.push(us);
-        }
+        self.stats.requests += 1;
+        self.stats.latencies_us.push(us);
         if !again || close {
             if close && again {
                 self.stats.reconnects += 1;
@@ -1026,6 +1075,33 @@ mod tests {
         );
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD));
         assert_eq!(head(&huge, false), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn discard_drops_bytes_without_copying_and_reports_them() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let ours = TcpStream::from_std(ours);
+        peer.write_all(&[7u8; 3000]).unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut buf = vec![0u8; 1024];
+        let mut total = 0;
+        loop {
+            match discard(&ours, 5000, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    assert!(n <= 1024, "at most the buffer's length per call");
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(total, 3000);
+        assert!(buf.iter().all(|&b| b == 0), "dropped, not copied");
     }
 
     #[test]
