@@ -44,7 +44,7 @@ bench-conn: $(BENCH_DEPS)
 
 # Forward proxies: ferry -m forward, tinyproxy and squid, driven by ferry-load
 # (CONNECT per request, long-lived tunnels, absolute-form GETs).  Not part of
-# `make bench`: it takes about 6 minutes of its own (see docs/BENCHMARKS.md).
+# `make bench`: it takes about 5 minutes of its own (see docs/BENCHMARKS.md).
 bench-forward: $(FWD_DEPS)
 	$(BENCH_ENV) $(BENCH_RUN) forward
 
