@@ -5,7 +5,8 @@
 //! * `cli` turns flags, and `config_file` a TOML file, into [`settings`]
 //!   (each value with where it was given), which build and check a
 //!   [`config::Config`]; `server` binds the
-//!   listeners, starts one [`worker`] per core, handles signals and prints
+//!   listeners, starts a generation of [`worker`]s (one per core), starts
+//!   a new one on SIGHUP and retires the old, handles signals and prints
 //!   the [`stats`] report.
 //! * A `worker` is one thread with one `mio::Poll`, its own SO_REUSEPORT
 //!   listeners (`net::listener`), a slab of [`pair`]s, a buffer pool and a
@@ -21,7 +22,8 @@
 //!   (`session`); [`conn`] holds backend connections (serving or pooled) and
 //!   [`upstream`] the backends' health, balancing and health checks.
 //! * Forward mode: [`forward`] holds proxy auth, the reachability rules
-//!   (ports, networks) and the target parsing; the HTTP session serves it.
+//!   (ports, networks), the target parsing and the resolver threads with
+//!   each worker's cache; the HTTP session serves it.
 //! * [`stats`] holds the counters (per listener and per worker, published
 //!   once per loop pass), the report and the Prometheus and JSON exports;
 //!   [`admin`] serves them (`/metrics`, `/stats`, `/health`) from two
