@@ -3,7 +3,9 @@
 # Included by the top-level Makefile (`include bench/bench.mk`) or used alone:
 #   make -f bench/bench.mk bench
 # Run from the repository root.  Included, `make bench` builds ./proxy first;
-# bench/setup.sh (as root) installs nginx, HAProxy, wrk, siege, ab, Apache.
+# every bench target runs bench/setup.sh first (as root; idempotent, under a
+# second when everything is there), which installs nginx, HAProxy, wrk,
+# siege, ab, Apache, tinyproxy and squid and writes the payloads.
 #
 # Settings come from the environment or the make command line, e.g.
 #   make bench CONNS=100 DURATION=10 ROUNDS=5 BACKEND=apache
@@ -30,22 +32,22 @@ BENCH_ENV = $(strip $(foreach v,$(BENCH_VARS),$(if $(filter command line,$(origi
 bench-setup:
 	bash bench/setup.sh
 
-bench: $(BENCH_DEPS)
+bench: bench-setup $(BENCH_DEPS)
 	$(BENCH_ENV) $(BENCH_RUN) bench
 
-bench-all: $(BENCH_DEPS)
+bench-all: bench-setup $(BENCH_DEPS)
 	$(BENCH_ENV) $(BENCH_RUN) all
 
-bench-mem: $(BENCH_DEPS)
+bench-mem: bench-setup $(BENCH_DEPS)
 	$(BENCH_ENV) $(BENCH_RUN) mem
 
-bench-conn: $(BENCH_DEPS)
+bench-conn: bench-setup $(BENCH_DEPS)
 	$(BENCH_ENV) $(BENCH_RUN) conn
 
 # Forward proxies: ferry -m forward, tinyproxy and squid, driven by ferry-load
 # (CONNECT per request, long-lived tunnels, absolute-form GETs).  Not part of
 # `make bench`: it takes about 5 minutes of its own (see docs/BENCHMARKS.md).
-bench-forward: $(FWD_DEPS)
+bench-forward: bench-setup $(FWD_DEPS)
 	$(BENCH_ENV) $(BENCH_RUN) forward
 
 # The load generator of bench-forward (src/bin/ferry-load.rs), copied to ./ferry-load.
