@@ -323,3 +323,71 @@ fn flags_given_at_start_stay_applied_across_reloads() {
     );
     assert_eq!(get_body(now[1]), b"a /x", "and only the first");
 }
+
+/// The threads the proxy runs now (workers, resolvers, health checkers, ...).
+fn thread_count(proxy: &Proxy) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+        .expect("read /proc/PID/task")
+        .count()
+}
+
+#[test]
+fn reloads_give_back_every_descriptor_and_thread_of_the_old_generations() {
+    let dir = TempDir::new("leaks");
+    let a = HttpBackend::named("a");
+    let extra = Backend::echo();
+    // An HTTP listener with health checks (a checker thread per generation)
+    // and a forward listener (resolver threads per generation).
+    let base = format!(
+        "workers = 2\n{}health_interval = 0.2\n\
+         [[listener]]\nname = \"fwd\"\nlisten = \"127.0.0.3:0\"\nmode = \"forward\"\n",
+        listener("web", "127.0.0.1:0", "http", a.addr),
+    );
+    let with_extra = format!(
+        "{base}{}",
+        listener("extra", "127.0.0.2:0", "tcp", extra.addr)
+    );
+    let file = dir.write("ferry.toml", &base);
+    let proxy = Proxy::start(&["-c", &file]);
+    let at = proxy.listening_since(0, 2);
+    let (web, fwd) = (at[0], at[1]);
+    // Traffic through both listeners: a backend connection pooled, a name
+    // resolved and cached, an origin connection pooled.
+    let serve = |round: usize| {
+        let path = format!("/r{round}");
+        assert_eq!(
+            HttpConn::connect(web).roundtrip(&get(&path)).body,
+            format!("a {path}").as_bytes()
+        );
+        let url = format!("http://localhost:{}{path}", a.addr.port());
+        let response = HttpConn::connect(fwd).roundtrip(&get(&url));
+        assert_eq!(response.body, format!("a {path}").as_bytes());
+    };
+    serve(0);
+    proxy.wait_idle();
+    let (fds, threads) = (proxy.fd_kinds(), thread_count(&proxy));
+
+    for round in 1..=10 {
+        let text = if round % 2 == 1 { &with_extra } else { &base };
+        std::fs::write(&file, text).unwrap();
+        proxy.reload_ok();
+        serve(round);
+    }
+    // The file is back to `base`: once the old generations have finished,
+    // the process holds what it held before the first reload.
+    proxy.wait_fds_back_to(fds, 0);
+    let end = Instant::now() + DEADLINE;
+    while thread_count(&proxy) != threads {
+        assert!(
+            Instant::now() < end,
+            "{} threads after 10 reloads, {threads} before",
+            thread_count(&proxy)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let report = proxy.wait_idle();
+    assert_eq!((report.u("reloads_ok"), report.u("slab_in_use")), (10, 0));
+    // Each generation starts with an empty name cache: the resolver threads
+    // of every generation were used.
+    assert_eq!(report.u("forward_lookups"), 11, "{report:?}");
+}
