@@ -425,7 +425,7 @@ fn build_generation(
         backends.extend(
             lc.backends
                 .iter()
-                .map(|&addr| Arc::new(BackendState::new(addr))),
+                .map(|&addr| Arc::new(BackendState::new(addr, workers))),
         );
         for (w, socket) in shards.into_iter().enumerate() {
             let mut listener = Listener::new(

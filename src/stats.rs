@@ -17,7 +17,7 @@
 
 pub mod export;
 
-use crate::upstream::BackendState;
+use crate::upstream::{BackendState, PoolFigures};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -234,6 +234,9 @@ pub struct BackendFigures {
     pub marked_down: u64,
     pub connect_failures: u64,
     pub connect_timeouts: u64,
+    /// Requests served by a pooled connection to it, requests that needed a
+    /// new one, pooled connections lost (summed over workers).
+    pub pool: PoolFigures,
 }
 
 impl BackendFigures {
@@ -248,6 +251,7 @@ impl BackendFigures {
             marked_down: state.marked_down.load(Relaxed),
             connect_failures: state.connect_failures.load(Relaxed),
             connect_timeouts: state.connect_timeouts.load(Relaxed),
+            pool: state.pool_figures(),
         }
     }
 
@@ -260,6 +264,9 @@ impl BackendFigures {
         self.marked_down += other.marked_down;
         self.connect_failures += other.connect_failures;
         self.connect_timeouts += other.connect_timeouts;
+        self.pool.hits += other.pool.hits;
+        self.pool.misses += other.pool.misses;
+        self.pool.evictions += other.pool.evictions;
     }
 }
 
@@ -413,6 +420,9 @@ pub fn render_report(s: &Snapshot) -> String {
         let _ = writeln!(out, "{prefix} marked_down {}", b.marked_down);
         let _ = writeln!(out, "{prefix} connect_failures {}", b.connect_failures);
         let _ = writeln!(out, "{prefix} connect_timeouts {}", b.connect_timeouts);
+        let _ = writeln!(out, "{prefix} pool_hits {}", b.pool.hits);
+        let _ = writeln!(out, "{prefix} pool_misses {}", b.pool.misses);
+        let _ = writeln!(out, "{prefix} pool_evictions {}", b.pool.evictions);
     }
     out.push_str("ferry: report end\n");
     out
@@ -421,6 +431,7 @@ pub fn render_report(s: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::PoolEvent;
 
     /// Two listeners over two workers, a backend, and 1.5 s of client read time.
     pub(crate) fn sample() -> Snapshot {
@@ -457,7 +468,10 @@ mod tests {
                 figures.listener_mut(name).add(&shared.load());
             }
         }
-        let state = BackendState::new("127.0.0.1:8081".parse().unwrap());
+        let state = BackendState::new("127.0.0.1:8081".parse().unwrap(), 2);
+        state.count_pool(0, PoolEvent::Hit);
+        state.count_pool(1, PoolEvent::Hit);
+        state.count_pool(1, PoolEvent::Miss);
         state.checks_passed.fetch_add(4, Relaxed);
         state.mark_down();
         figures.add_backend(BackendFigures::read("web", &state));

@@ -29,7 +29,7 @@ use crate::relay::{Pools, Ready};
 use crate::stats::{BackendFigures, Counters, Figures, Global, Scope, WorkerCounters};
 use crate::timer::TimerWheel;
 use crate::token::{self, Side, Target};
-use crate::upstream::{self, BackendState, Balance, Pick, Rng};
+use crate::upstream::{self, BackendState, Balance, Pick, PoolEvent, Rng};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll};
 use slab::Slab;
@@ -434,7 +434,8 @@ impl Worker {
                     Some(owner) => self.drive(owner),
                     None if conn.ready.has(Ready::READ | Ready::ERROR) => {
                         // An idle pooled connection spoke or closed: it cannot be reused.
-                        self.counters[conn.listener as usize].backend_pool_evictions += 1;
+                        let (li, b) = (conn.listener as usize, conn.backend as usize);
+                        self.count_pool(li, b, PoolEvent::Eviction);
                         self.close_conn(slot);
                     }
                     None => {}
@@ -488,7 +489,8 @@ impl Worker {
                 .has(Ready::READ | Ready::RDHUP | Ready::ERROR)
             {
                 // The connection kept for this client closed or spoke out of turn.
-                self.counters[self.pairs[slot].listener as usize].backend_pool_evictions += 1;
+                let li = self.pairs[slot].listener as usize;
+                self.count_pool(li, self.conns[c].backend as usize, PoolEvent::Eviction);
                 self.detach_backend(slot, false);
             }
         }
@@ -624,7 +626,8 @@ impl Worker {
             let li = pair.listener as usize;
             if !pair.exchange.fresh_only {
                 if let Some(c) = self.backends[b].idle.pop() {
-                    self.counters[li].backend_pool_hits += 1;
+                    self.count_pool(li, b, PoolEvent::Hit);
+                    let pair = &mut self.pairs[slot];
                     self.conn_wheel.cancel(&mut self.conns, c);
                     let conn = &mut self.conns[c];
                     conn.owner = Some(slot);
@@ -643,7 +646,7 @@ impl Worker {
                     return;
                 }
             }
-            self.counters[li].backend_pool_misses += 1;
+            self.count_pool(li, b, PoolEvent::Miss);
             let addr = self.backends[b].state.addr;
             match self.open_conn(b, slot) {
                 Ok(c) => {
@@ -677,7 +680,7 @@ impl Worker {
         let b = self.origin_index(addr);
         if !fresh_only {
             if let Some(c) = self.backends[b].idle.pop() {
-                self.counters[li].backend_pool_hits += 1;
+                self.count_pool(li, b, PoolEvent::Hit);
                 self.conn_wheel.cancel(&mut self.conns, c);
                 let conn = &mut self.conns[c];
                 conn.owner = Some(slot);
@@ -693,7 +696,7 @@ impl Worker {
                 return;
             }
         }
-        self.counters[li].backend_pool_misses += 1;
+        self.count_pool(li, b, PoolEvent::Miss);
         match self.open_conn(b, slot) {
             Ok(c) => {
                 let pair = &mut self.pairs[slot];
@@ -726,7 +729,7 @@ impl Worker {
             return b;
         }
         let entry = Backend {
-            state: Arc::new(BackendState::new(addr)),
+            state: Arc::new(BackendState::new(addr, 0)),
             busy: 0,
             idle: Vec::new(),
             conns: 0,
@@ -885,7 +888,7 @@ impl Worker {
             self.detach_backend(slot, false);
             return false;
         }
-        self.counters[pair.listener as usize].backend_pool_hits += 1;
+        self.count_pool(pair.listener as usize, b, PoolEvent::Hit);
         self.conns[c].reused = true;
         self.mark_busy(c, true);
         let pair = &mut self.pairs[slot];
@@ -947,11 +950,26 @@ impl Worker {
         }
     }
 
+    /// Count a pool event for the listener and, per worker, for the backend.
+    fn count_pool(&mut self, li: usize, b: usize, event: PoolEvent) {
+        let c = &mut self.counters[li];
+        match event {
+            PoolEvent::Hit => c.backend_pool_hits += 1,
+            PoolEvent::Miss => c.backend_pool_misses += 1,
+            PoolEvent::Eviction => c.backend_pool_evictions += 1,
+        }
+        self.backends[b].state.count_pool(self.id, event);
+    }
+
     fn fire_timers(&mut self) {
         let mut due = std::mem::take(&mut self.due);
         self.conn_wheel.expire(&mut self.conns, self.now, &mut due);
         for &c in &due {
-            self.counters[self.conns[c].listener as usize].backend_pool_evictions += 1;
+            let (li, b) = (
+                self.conns[c].listener as usize,
+                self.conns[c].backend as usize,
+            );
+            self.count_pool(li, b, PoolEvent::Eviction);
             self.close_conn_idle(c);
         }
         due.clear();

@@ -191,6 +191,20 @@ fn metrics_counters_equal_the_traffic_sent() {
         m("ferry_backend_pool_hits_total") + m("ferry_backend_pool_misses_total"),
         12.0
     );
+    // The same pool figures per backend: every new connection is a miss.
+    let of_backend = |name: &str| {
+        let labels = format!("{{listener=\"main\",backend=\"{}\"}}", backend.addr);
+        metric(&samples, &format!("{name}{labels}"))
+    };
+    assert_eq!(
+        of_backend("ferry_upstream_pool_hits_total"),
+        m("ferry_backend_pool_hits_total")
+    );
+    assert_eq!(
+        of_backend("ferry_upstream_pool_misses_total"),
+        backend.request_conns() as f64
+    );
+    assert_eq!(of_backend("ferry_upstream_pool_evictions_total"), 0.0);
     assert!(metric(&samples, "ferry_loop_iterations_total") > 0.0);
     assert_eq!(metric(&samples, "ferry_reloads_total{outcome=\"ok\"}"), 0.0);
     assert_eq!(

@@ -200,7 +200,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         );
     }
     type Read = fn(&BackendFigures) -> u64;
-    let per_backend: [(&str, &str, Read); 3] = [
+    let per_backend: [(&str, &str, Read); 6] = [
         (
             "ferry_upstream_marked_down_total",
             "times the backend was taken out of rotation",
@@ -215,6 +215,21 @@ pub fn prometheus(s: &Snapshot) -> String {
             "ferry_upstream_connect_timeouts_total",
             "connects to the backend that timed out",
             |b| b.connect_timeouts,
+        ),
+        (
+            "ferry_upstream_pool_hits_total",
+            "requests sent on a pooled connection to the backend",
+            |b| b.pool.hits,
+        ),
+        (
+            "ferry_upstream_pool_misses_total",
+            "requests that needed a new connection to the backend",
+            |b| b.pool.misses,
+        ),
+        (
+            "ferry_upstream_pool_evictions_total",
+            "pooled connections to the backend closed by it or timed out",
+            |b| b.pool.evictions,
         ),
     ];
     for (name, help, value) in per_backend {
@@ -284,7 +299,8 @@ fn json_counters(out: &mut String, c: &Counters, scope: Option<Scope>) {
 ///  "listeners": {"NAME": {the listener's metrics, "acceleration_ratio": ...}},
 ///  "backends": [{"listener", "address", "up" (true, false or null),
 ///                "checks_passed", "checks_failed", "marked_down",
-///                "connect_failures", "connect_timeouts"}]}
+///                "connect_failures", "connect_timeouts",
+///                "pool_hits", "pool_misses", "pool_evictions"}]}
 /// ```
 pub fn json(s: &Snapshot) -> String {
     let mut out = String::with_capacity(8 * 1024);
@@ -320,13 +336,17 @@ pub fn json(s: &Snapshot) -> String {
         let _ = write!(
             out,
             ",\"address\":\"{}\",\"up\":{up},\"checks_passed\":{},\"checks_failed\":{},\
-             \"marked_down\":{},\"connect_failures\":{},\"connect_timeouts\":{}}}",
+             \"marked_down\":{},\"connect_failures\":{},\"connect_timeouts\":{},\
+             \"pool_hits\":{},\"pool_misses\":{},\"pool_evictions\":{}}}",
             b.addr,
             b.checks_passed,
             b.checks_failed,
             b.marked_down,
             b.connect_failures,
-            b.connect_timeouts
+            b.connect_timeouts,
+            b.pool.hits,
+            b.pool.misses,
+            b.pool.evictions
         );
     }
     out.push_str("]}\n");
@@ -357,6 +377,8 @@ mod tests {
             "ferry_upstream_up{listener=\"web\",backend=\"127.0.0.1:8081\"} 0",
             "ferry_upstream_health_checks_total{listener=\"web\",backend=\"127.0.0.1:8081\",result=\"passed\"} 4",
             "ferry_upstream_marked_down_total{listener=\"web\",backend=\"127.0.0.1:8081\"} 1",
+            "ferry_upstream_pool_hits_total{listener=\"web\",backend=\"127.0.0.1:8081\"} 2",
+            "ferry_upstream_pool_misses_total{listener=\"web\",backend=\"127.0.0.1:8081\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -404,6 +426,7 @@ mod tests {
             "\"acceleration_ratio\":null}",
             "\"workers\":{\"backend_connections\":0,\"loop_iterations\":14",
             "\"address\":\"127.0.0.1:8081\",\"up\":false,\"checks_passed\":4",
+            "\"pool_hits\":2,\"pool_misses\":1,\"pool_evictions\":0}",
         ] {
             assert!(text.contains(part), "{part:?} missing from\n{text}");
         }

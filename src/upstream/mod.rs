@@ -8,7 +8,9 @@
 //! marking); only the checker raises it again. Everything else a worker uses
 //! to choose (its cursor, its count of connections per backend) is its own.
 //! The same shared state counts health-check results and connect failures
-//! and timeouts for the metrics (atomics touched only on those rare events).
+//! and timeouts for the metrics (atomics touched only on those rare events),
+//! and each worker's pool hits, misses and evictions in a slot of its own
+//! (one writer per cache line, so nothing is contended on the hot path).
 
 pub mod health;
 
@@ -36,6 +38,36 @@ impl std::str::FromStr for Balance {
     }
 }
 
+/// What became of a request's need for a backend connection, and of an
+/// idle pooled one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolEvent {
+    /// Served by a pooled (or kept) connection.
+    Hit,
+    /// Needed a new connection.
+    Miss,
+    /// A pooled connection closed by the backend, spoiled, or timed out.
+    Eviction,
+}
+
+/// One worker's pool figures for one backend, on a cache line of its own;
+/// only that worker writes them.
+#[repr(align(64))]
+#[derive(Debug, Default)]
+struct PoolSlot {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+}
+
+/// Pool figures of a backend summed over workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolFigures {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+}
+
 /// One backend as every thread sees it.
 #[derive(Debug)]
 pub struct BackendState {
@@ -47,10 +79,13 @@ pub struct BackendState {
     /// Connects to it that failed or timed out (counted by the workers).
     pub connect_failures: AtomicU64,
     pub connect_timeouts: AtomicU64,
+    /// Pool figures, one slot per worker (none for forward-mode origins).
+    pool: Box<[PoolSlot]>,
 }
 
 impl BackendState {
-    pub fn new(addr: SocketAddr) -> BackendState {
+    /// A backend that `workers` workers count pool figures for (0: none).
+    pub fn new(addr: SocketAddr, workers: usize) -> BackendState {
         BackendState {
             addr,
             up: AtomicBool::new(true),
@@ -59,7 +94,33 @@ impl BackendState {
             marked_down: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             connect_timeouts: AtomicU64::new(0),
+            pool: (0..workers).map(|_| PoolSlot::default()).collect(),
         }
+    }
+
+    /// Count a pool event in `worker`'s slot (its only writer: a plain load
+    /// and store, no locked instruction).
+    pub fn count_pool(&self, worker: usize, event: PoolEvent) {
+        let Some(slot) = self.pool.get(worker) else {
+            return;
+        };
+        let counter = match event {
+            PoolEvent::Hit => &slot.hits,
+            PoolEvent::Miss => &slot.misses,
+            PoolEvent::Eviction => &slot.evictions,
+        };
+        counter.store(counter.load(Relaxed) + 1, Relaxed);
+    }
+
+    /// The pool figures summed over workers.
+    pub fn pool_figures(&self) -> PoolFigures {
+        let mut sum = PoolFigures::default();
+        for slot in self.pool.iter() {
+            sum.hits += slot.hits.load(Relaxed);
+            sum.misses += slot.misses.load(Relaxed);
+            sum.evictions += slot.evictions.load(Relaxed);
+        }
+        sum
     }
 
     pub fn is_up(&self) -> bool {
