@@ -216,6 +216,7 @@ pub fn relay(
             &mut pair.client_ready,
             backend,
             backend_ready,
+            pair.to_client.state == FlowState::Shut,
             pools,
             &mut Tally {
                 bytes: &mut c.bytes_client_to_backend,
@@ -229,6 +230,7 @@ pub fn relay(
             backend_ready,
             client,
             &mut pair.client_ready,
+            pair.to_backend.state == FlowState::Shut,
             pools,
             &mut Tally {
                 bytes: &mut c.bytes_backend_to_client,

@@ -381,12 +381,16 @@ impl Flow {
     }
 
     /// Make one move: flush what is cleared to go, else shut or read more.
+    /// `peer_shut`: the other direction is already shut, so once this one
+    /// is, the pair closes both sockets at once.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         src: RawFd,
         src_ready: &mut Ready,
         dst: RawFd,
         dst_ready: &mut Ready,
+        peer_shut: bool,
         pools: &mut Pools,
         tally: &mut Tally,
     ) -> Step {
@@ -408,7 +412,13 @@ impl Flow {
             FlowState::Draining if pending == 0 && self.framing == Framing::Stream => {
                 // A failed shutdown means the destination is gone; the next
                 // write or read on it reports that, so it is not an error here.
-                let _ = sys::shutdown_write(dst);
+                // When the other direction is shut too, the pair closes both
+                // sockets now, and close() sends the same FIN: the
+                // destination was read to its end, so nothing unread turns
+                // the close into a reset.
+                if !peer_shut {
+                    let _ = sys::shutdown_write(dst);
+                }
                 self.state = FlowState::Shut;
                 Step::Worked(0)
             }
