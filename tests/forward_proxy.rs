@@ -1276,3 +1276,25 @@ fn connect_in_http_1_0() {
     assert_eq!(head.status(), 200, "{}", head.text());
     echo_through(c, 1000, 2, "1.0 tunnel");
 }
+
+#[test]
+fn simultaneous_requests_for_one_name_share_one_lookup() {
+    let origin = HttpBackend::named("o");
+    let proxy = forward(&[]);
+    let host = format!("localhost:{}", origin.addr.port());
+    // Connected first, then all the requests written at once: the worker
+    // reads them before the resolver can answer the first.
+    let mut clients: Vec<HttpConn> = (0..30).map(|_| HttpConn::connect(proxy.addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(&get_abs(&format!("http://{host}/s{i}"), ""));
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = c.read_response(false);
+        assert_eq!(r.status(), 200, "client {i}");
+        assert_eq!(r.body, format!("o /s{i}").as_bytes());
+    }
+    // One lookup: the other requests joined it, or found its answer cached.
+    expect_counters(&proxy, &[("forward_lookups", 1), ("http_requests", 30)]);
+    drop(clients);
+    proxy.wait_idle();
+}

@@ -7,7 +7,9 @@
 //! no lock; failures are remembered for [`NEGATIVE_TTL`]. Queries wait in a
 //! bounded queue ([`QUEUE`]): when it is full the request is answered 503
 //! rather than queued without end. With several threads, one slow lookup
-//! does not hold up the others.
+//! does not hold up the others. A name already being looked up for a pair
+//! of the worker is not asked again: later pairs wait for the same answer
+//! (at most [`QUEUE`] of them per name).
 
 use mio::Waker;
 use std::collections::HashMap;
@@ -120,6 +122,8 @@ pub enum Cached {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Asked {
     Queued,
+    /// The name is being looked up already: the pair waits for that answer.
+    Joined,
     /// The queue is full (or the resolver is gone).
     Busy,
 }
@@ -135,6 +139,9 @@ pub struct Dns {
     resolver: Resolver,
     pub answers: Receiver<Answer>,
     cache: HashMap<Box<str>, Entry>,
+    /// Names asked and not yet answered, with the pairs (slot, generation)
+    /// that joined the first asker.
+    pending: HashMap<Box<str>, Vec<(usize, u32)>>,
 }
 
 impl Dns {
@@ -144,6 +151,7 @@ impl Dns {
             resolver,
             answers,
             cache: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -154,8 +162,16 @@ impl Dns {
         }
     }
 
-    /// Ask the resolver threads about `host` for the pair in `slot`.
-    pub fn ask(&self, slot: usize, gen: u32, host: &str) -> Asked {
+    /// Ask the resolver threads about `host` for the pair in `slot`, or
+    /// let it wait for the answer to a lookup already asked.
+    pub fn ask(&mut self, slot: usize, gen: u32, host: &str) -> Asked {
+        if let Some(waiting) = self.pending.get_mut(host) {
+            if waiting.len() >= QUEUE {
+                return Asked::Busy;
+            }
+            waiting.push((slot, gen));
+            return Asked::Joined;
+        }
         let query = Query {
             worker: self.worker,
             slot,
@@ -163,9 +179,19 @@ impl Dns {
             host: host.into(),
         };
         match self.resolver.queries.try_send(query) {
-            Ok(()) => Asked::Queued,
+            Ok(()) => {
+                self.pending.insert(host.into(), Vec::new());
+                Asked::Queued
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => Asked::Busy,
         }
+    }
+
+    /// Take an answer in: cache it, and return the pairs (slot, generation)
+    /// that joined the lookup besides the one that asked it.
+    pub fn answered(&mut self, answer: &Answer, now: Instant) -> Vec<(usize, u32)> {
+        self.store(answer.host.clone(), answer.ip, now);
+        self.pending.remove(&answer.host).unwrap_or_default()
     }
 
     /// Remember an answer. A full cache drops what expired, or else everything.
@@ -216,5 +242,34 @@ mod tests {
         // One slot in the queue: the second ask finds it full.
         assert_eq!(dns.ask(0, 0, "x"), Asked::Queued);
         assert_eq!(dns.ask(0, 0, "y"), Asked::Busy);
+    }
+
+    #[test]
+    fn a_name_being_looked_up_is_not_asked_again() {
+        let (queries, inbox) = mpsc::sync_channel(8);
+        let (_tx, answers) = mpsc::channel();
+        let mut dns = Dns::new(0, Resolver { queries }, answers);
+        assert_eq!(dns.ask(1, 10, "a"), Asked::Queued);
+        assert_eq!(dns.ask(2, 20, "a"), Asked::Joined);
+        assert_eq!(dns.ask(3, 30, "a"), Asked::Joined);
+        assert_eq!(dns.ask(4, 40, "b"), Asked::Queued);
+        let sent: Vec<(usize, Box<str>)> = inbox.try_iter().map(|q| (q.slot, q.host)).collect();
+        assert_eq!(sent, [(1, "a".into()), (4, "b".into())]);
+        let answer = Answer {
+            slot: 1,
+            gen: 10,
+            host: "a".into(),
+            ip: Some([10, 0, 0, 1].into()),
+        };
+        let now = Instant::now();
+        assert_eq!(dns.answered(&answer, now), [(2, 20), (3, 30)]);
+        assert_eq!(dns.cached("a", now), Cached::Ip([10, 0, 0, 1].into()));
+        // Answered: the next miss asks again (here after the cache expired).
+        assert_eq!(dns.ask(5, 50, "a"), Asked::Queued);
+        // Joiners are bounded like the queue.
+        for i in 0..QUEUE {
+            assert_eq!(dns.ask(100 + i, 0, "b"), Asked::Joined);
+        }
+        assert_eq!(dns.ask(9999, 0, "b"), Asked::Busy);
     }
 }

@@ -371,10 +371,11 @@ fn read_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
                         ctx.counters.forward_resolve_failures += 1;
                         return answer_with(pair, 502, ctx);
                     }
-                    if fwd.dns.ask(ctx.slot, pair.gen, authority.host) == Asked::Busy {
-                        return answer_with(pair, 503, ctx);
+                    match fwd.dns.ask(ctx.slot, pair.gen, authority.host) {
+                        Asked::Busy => return answer_with(pair, 503, ctx),
+                        Asked::Queued => ctx.counters.forward_lookups += 1,
+                        Asked::Joined => {}
                     }
-                    ctx.counters.forward_lookups += 1;
                     lookup = true;
                 }
             }

@@ -194,24 +194,32 @@ impl Worker {
             answers.push(answer);
         }
         for answer in answers {
-            if let Some(dns) = self.dns.as_mut() {
-                dns.store(answer.host, answer.ip, self.now);
+            let joined = match self.dns.as_mut() {
+                Some(dns) => dns.answered(&answer, self.now),
+                None => Vec::new(),
+            };
+            self.resolved(answer.slot, answer.gen, answer.ip);
+            for (slot, gen) in joined {
+                self.resolved(slot, gen, answer.ip);
             }
-            let slot = answer.slot;
-            match self.pairs.get(slot) {
-                Some(pair) if pair.gen == answer.gen && pair.phase == Phase::Resolving => {}
-                _ => continue, // the client went away meanwhile
-            }
-            let pair = &mut self.pairs[slot];
-            let mut ctx = session_ctx!(self, pair.listener as usize, slot);
-            let action = session::resolved(pair, answer.ip, &mut ctx);
-            if self.apply(slot, action) {
-                self.drive(slot);
-            } else if let Some(pair) = self.pairs.get(slot) {
-                let when = pair.deadline;
-                if when != 0 {
-                    self.wheel.arm(&mut self.pairs, slot, when);
-                }
+        }
+    }
+
+    /// The lookup pair `slot` (generation `gen`) waited for was answered.
+    fn resolved(&mut self, slot: usize, gen: u32, ip: Option<std::net::IpAddr>) {
+        match self.pairs.get(slot) {
+            Some(pair) if pair.gen == gen && pair.phase == Phase::Resolving => {}
+            _ => return, // the client went away meanwhile
+        }
+        let pair = &mut self.pairs[slot];
+        let mut ctx = session_ctx!(self, pair.listener as usize, slot);
+        let action = session::resolved(pair, ip, &mut ctx);
+        if self.apply(slot, action) {
+            self.drive(slot);
+        } else if let Some(pair) = self.pairs.get(slot) {
+            let when = pair.deadline;
+            if when != 0 {
+                self.wheel.arm(&mut self.pairs, slot, when);
             }
         }
     }
