@@ -353,7 +353,10 @@ start_ferry() { # name cpus backend-port ferry-args...
   shift 3
   log="$RUN_DIR/$name.log"
   : >"$log"
-  taskset -c "$cpus" "$PROXY_BIN" -l 127.0.0.1 -p "${FERRY_PORT:-0}" -b 127.0.0.1 -P "$bport" "$@" \
+  # Forward mode takes no backend: each request names its origin.
+  local target=(-b 127.0.0.1 -P "$bport")
+  case " $* " in *" -m forward "*) target=() ;; esac
+  taskset -c "$cpus" "$PROXY_BIN" -l 127.0.0.1 -p "${FERRY_PORT:-0}" "${target[@]}" "$@" \
     >"$log" 2>&1 &
   register "$name" ferry $! "" "$log"
   for ((i = 0; i < 200; i++)); do
@@ -361,7 +364,7 @@ start_ferry() { # name cpus backend-port ferry-args...
     if [ -n "$addr" ]; then port=${addr##*:}; break; fi
     if ! kill -0 "${SRV_PID[$name]}" 2>/dev/null; then
       say "$name exited at start; last lines of $log:"; tail -n 15 "$log" >&2 || true
-      die "$name failed to start: $PROXY_BIN -l 127.0.0.1 -p ${FERRY_PORT:-0} -b 127.0.0.1 -P $bport $*"
+      die "$name failed to start: $PROXY_BIN -l 127.0.0.1 -p ${FERRY_PORT:-0} ${target[*]} $*"
     fi
     sleep 0.05
   done
