@@ -61,36 +61,13 @@ impl Worker {
             let li = pair.listener as usize;
             if !pair.exchange.fresh_only {
                 if let Some(c) = self.backends[b].idle.pop() {
-                    self.count_pool(li, b, PoolEvent::Hit);
-                    let pair = &mut self.pairs[slot];
-                    self.conn_wheel.cancel(&mut self.conns, c);
-                    let conn = &mut self.conns[c];
-                    conn.owner = Some(slot);
-                    conn.listener = pair.listener;
-                    conn.reused = true;
-                    conn.busy = true;
-                    self.backends[b].busy += 1;
-                    pair.backend = Some(c);
-                    let mut ctx = session_ctx!(self, pair.listener as usize, slot);
-                    let action = session::connected(pair, &mut ctx);
-                    debug_assert_eq!(
-                        action,
-                        Action::Again,
-                        "a pooled connection never carries a tunnel"
-                    );
-                    return;
+                    return self.attach_pooled(slot, b, c);
                 }
             }
             self.count_pool(li, b, PoolEvent::Miss);
             let addr = self.backends[b].state.addr;
             match self.open_conn(b, slot) {
-                Ok(c) => {
-                    let pair = &mut self.pairs[slot];
-                    pair.backend = Some(c);
-                    pair.phase = Phase::Connecting;
-                    pair.deadline = self.tick + self.connect_ticks;
-                    return;
-                }
+                Ok(c) => return self.attach_connecting(slot, c),
                 Err(e) => {
                     self.counters[li].backend_connect_failures += 1;
                     self.backends[b].state.count_connect_failure();
@@ -99,6 +76,38 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Serve the pair's request on idle pooled connection `c` to backend
+    /// (or origin) `b`.
+    fn attach_pooled(&mut self, slot: usize, b: usize, c: usize) {
+        let li = self.pairs[slot].listener;
+        self.count_pool(li as usize, b, PoolEvent::Hit);
+        self.conn_wheel.cancel(&mut self.conns, c);
+        let conn = &mut self.conns[c];
+        conn.owner = Some(slot);
+        // Its figures go to the listener it serves now (origins are shared
+        // by the worker's forward listeners).
+        conn.listener = li;
+        conn.reused = true;
+        self.mark_busy(c, true);
+        let pair = &mut self.pairs[slot];
+        pair.backend = Some(c);
+        let mut ctx = session_ctx!(self, li as usize, slot);
+        let action = session::connected(pair, &mut ctx);
+        debug_assert_eq!(
+            action,
+            Action::Again,
+            "a pooled connection never carries a tunnel"
+        );
+    }
+
+    /// The pair waits for connection `c`, just opened, to connect.
+    fn attach_connecting(&mut self, slot: usize, c: usize) {
+        let pair = &mut self.pairs[slot];
+        pair.backend = Some(c);
+        pair.phase = Phase::Connecting;
+        pair.deadline = self.tick + self.connect_ticks;
     }
 
     /// Forward mode: a connection to the origin the request names, pooled if
@@ -115,30 +124,12 @@ impl Worker {
         let b = self.origin_index(addr);
         if !fresh_only {
             if let Some(c) = self.backends[b].idle.pop() {
-                self.count_pool(li, b, PoolEvent::Hit);
-                self.conn_wheel.cancel(&mut self.conns, c);
-                let conn = &mut self.conns[c];
-                conn.owner = Some(slot);
-                // Origins are shared by the worker's forward listeners.
-                conn.listener = li as u16;
-                conn.reused = true;
-                self.mark_busy(c, true);
-                let pair = &mut self.pairs[slot];
-                pair.backend = Some(c);
-                let mut ctx = session_ctx!(self, pair.listener as usize, slot);
-                let action = session::connected(pair, &mut ctx);
-                debug_assert_eq!(action, Action::Again);
-                return;
+                return self.attach_pooled(slot, b, c);
             }
         }
         self.count_pool(li, b, PoolEvent::Miss);
         match self.open_conn(b, slot) {
-            Ok(c) => {
-                let pair = &mut self.pairs[slot];
-                pair.backend = Some(c);
-                pair.phase = Phase::Connecting;
-                pair.deadline = self.tick + self.connect_ticks;
-            }
+            Ok(c) => self.attach_connecting(slot, c),
             Err(e) => {
                 self.counters[li].backend_connect_failures += 1;
                 if self.shared.config.verbose {
