@@ -666,21 +666,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A forward proxy on a port known before it starts, which CONNECT may
+/// reach: requests aimed at the proxy itself pass the port rule and must be
+/// refused as loops.
+fn forward_allowing_its_own_port() -> (Proxy, String) {
+    let port = free_port().to_string();
+    let args = ["-m", "forward", "-l", "127.0.0.1", "-p", &port, "-w", "1"];
+    let proxy = Proxy::start(&[&args[..], &["--connect-ports", &port]].concat());
+    (proxy, port)
+}
+
 #[test]
 fn a_request_to_the_proxy_itself_gets_403() {
-    let port = free_port().to_string();
-    let proxy = Proxy::start(&[
-        "-m",
-        "forward",
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-w",
-        "1",
-        "--connect-ports",
-        &port,
-    ]);
+    let (proxy, port) = forward_allowing_its_own_port();
     let own = proxy.addr.to_string();
     refused(
         proxy.addr,
@@ -731,19 +729,7 @@ fn a_request_to_the_proxy_itself_on_the_wildcard_address_gets_403() {
 
 #[test]
 fn a_request_to_the_proxy_itself_by_another_spelling_gets_403() {
-    let port = free_port().to_string();
-    let proxy = Proxy::start(&[
-        "-m",
-        "forward",
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-w",
-        "1",
-        "--connect-ports",
-        &port,
-    ]);
+    let (proxy, port) = forward_allowing_its_own_port();
     for target in [
         format!("[::ffff:127.0.0.1]:{port}"),
         format!("0.0.0.0:{port}"),
