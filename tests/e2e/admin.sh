@@ -38,39 +38,15 @@ chmod 1777 "$TMP/logs"
 e2e_content
 
 start_nginx() {
-    local port=$1
-    cat >"$TMP/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process on;
-pid $TMP/nginx.pid;
-error_log $TMP/logs/error.log warn;
-events { worker_connections 256; }
-http {
     # What nginx received of each request, in bytes (line, head and body),
     # and whether it came through ferry (which adds X-Forwarded-For).
-    log_format size '\$request_length \$http_x_forwarded_for';
-    access_log $TMP/logs/access.log size;
-    client_body_temp_path $TMP/body;
-    proxy_temp_path $TMP/proxy_tmp;
-    fastcgi_temp_path $TMP/fastcgi_tmp;
-    uwsgi_temp_path $TMP/uwsgi_tmp;
-    scgi_temp_path $TMP/scgi_tmp;
-    default_type application/octet-stream;
-    sendfile on;
-    keepalive_requests 1000;
-    server {
-        listen 127.0.0.1:$port;
-        root $TMP/www;
-    }
-}
-EOF
-    e2e_start_nginx "$port" "$TMP/nginx.conf" "$TMP/logs/error.log"
+    e2e_nginx "$1" "    log_format size '\$request_length \$http_x_forwarded_for';
+    access_log $TMP/logs/access.log size;" ""
 }
 
 if ! e2e_start_on_free_port NGINX_PORT start_nginx NGINX_PID; then
     echo "e2e-admin: nginx did not start" >&2
-    cat "$TMP/logs/error.log" "$TMP/logs/nginx.out" 2>/dev/null >&2 || true
+    cat "$TMP/logs/nginx-error.log" "$TMP/logs/nginx.out" 2>/dev/null >&2 || true
     echo "0 passed, 1 failed"
     exit 1
 fi

@@ -58,38 +58,14 @@ TLS_PORT=""
 start_nginx() {
     local port=$1
     TLS_PORT=$(free_port)
-    cat >"$TMP/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process on;
-pid $TMP/nginx.pid;
-error_log $TMP/logs/nginx-error.log warn;
-events { worker_connections 256; }
-http {
-    access_log $TMP/logs/nginx-access.log;
-    client_body_temp_path $TMP/nginx-body;
-    proxy_temp_path $TMP/nginx-proxy;
-    fastcgi_temp_path $TMP/nginx-fastcgi;
-    uwsgi_temp_path $TMP/nginx-uwsgi;
-    scgi_temp_path $TMP/nginx-scgi;
-    default_type application/octet-stream;
-    sendfile on;
-    keepalive_requests 1000;
-    server {
-        listen 127.0.0.1:$port;
-        listen 127.0.0.1:$TLS_PORT ssl;
+    e2e_nginx "$port" "    access_log $TMP/logs/nginx-access.log;" "        listen 127.0.0.1:$TLS_PORT ssl;
         ssl_certificate $TMP/tls/cert.pem;
         ssl_certificate_key $TMP/tls/key.pem;
-        root $TMP/www;
         location /dav/ {
             root $TMP;
             dav_methods PUT;
             client_max_body_size 64m;
-        }
-    }
-}
-EOF
-    e2e_start_nginx "$port" "$TMP/nginx.conf" "$TMP/logs/nginx-error.log" || return 1
+        }" || return 1
     # The TLS side answers too.
     for _ in $(seq 50); do
         if curl -s -o /dev/null --max-time 1 --cacert "$CACERT" "https://localhost:$TLS_PORT/f1k.bin"; then return 0; fi
@@ -107,8 +83,6 @@ fi
 echo "e2e-forward: nginx $NGINX_PID on 127.0.0.1:$NGINX_PORT (http) and :$TLS_PORT (https)"
 
 # --- checks ------------------------------------------------------------------------
-# The value of metric $2 in the last report of log $1.
-metric() { awk -v k="$2" '$1 == k { v = $2 } END { print v }' "$1"; }
 
 # check_file TAG FILE OUT: OUT is FILE of the served content, byte-exact.
 check_file() {

@@ -45,38 +45,12 @@ chmod 755 "$TMP/cgi/sha256"
 
 # --- nginx ---------------------------------------------------------------------
 start_nginx() {
-    local port=$1
-    cat >"$TMP/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process on;
-pid $TMP/nginx.pid;
-error_log $TMP/logs/nginx-error.log warn;
-events { worker_connections 256; }
-http {
-    log_format conn '\$connection \$connection_requests "\$request" \$status \$body_bytes_sent';
-    access_log $TMP/logs/nginx-access.log conn;
-    client_body_temp_path $TMP/nginx-body;
-    proxy_temp_path $TMP/nginx-proxy;
-    fastcgi_temp_path $TMP/nginx-fastcgi;
-    uwsgi_temp_path $TMP/nginx-uwsgi;
-    scgi_temp_path $TMP/nginx-scgi;
-    default_type application/octet-stream;
-    sendfile on;
-    keepalive_requests 1000;
-    keepalive_timeout 60s;
-    server {
-        listen 127.0.0.1:$port;
-        root $TMP/www;
-        location /dav/ {
+    e2e_nginx "$1" "    log_format conn '\$connection \$connection_requests \"\$request\" \$status \$body_bytes_sent';
+    access_log $TMP/logs/nginx-access.log conn;" "        location /dav/ {
             root $TMP;
             dav_methods PUT;
             client_max_body_size 64m;
-        }
-    }
-}
-EOF
-    e2e_start_nginx "$port" "$TMP/nginx.conf" "$TMP/logs/nginx-error.log"
+        }"
 }
 
 # --- Apache httpd ---------------------------------------------------------------
@@ -152,8 +126,6 @@ else
 fi
 
 # --- the proxy -----------------------------------------------------------------------
-# The value of metric $2 in the last report of log $1.
-metric() { awk -v k="$2" '$1 == k { v = $2 } END { print v }' "$1"; }
 
 # e2e_stop_proxy, then the final report's backend reuse and 5xx count.
 stop_proxy() {

@@ -166,6 +166,44 @@ e2e_wait_http() {
     return 1
 }
 
+# e2e_nginx PORT HTTP_LINES SERVER_LINES: write $TMP/nginx.conf for nginx
+# serving $TMP/www on 127.0.0.1:PORT (one worker in the foreground, its files
+# under $TMP, errors in $TMP/logs/nginx-error.log) and start it.
+# HTTP_LINES go into the http block (logging), SERVER_LINES into the server
+# block (more listens, locations), both as given.
+e2e_nginx() {
+    local port=$1 http_lines=$2 server_lines=$3
+    cat >"$TMP/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process on;
+pid $TMP/nginx.pid;
+error_log $TMP/logs/nginx-error.log warn;
+events { worker_connections 256; }
+http {
+$http_lines
+    client_body_temp_path $TMP/nginx-body;
+    proxy_temp_path $TMP/nginx-proxy;
+    fastcgi_temp_path $TMP/nginx-fastcgi;
+    uwsgi_temp_path $TMP/nginx-uwsgi;
+    scgi_temp_path $TMP/nginx-scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    keepalive_requests 1000;
+    keepalive_timeout 60s;
+    server {
+        listen 127.0.0.1:$port;
+        root $TMP/www;
+$server_lines
+    }
+}
+EOF
+    e2e_start_nginx "$port" "$TMP/nginx.conf" "$TMP/logs/nginx-error.log"
+}
+
+# metric LOG NAME: the value of NAME in the last ferry report in LOG.
+metric() { awk -v k="$2" '$1 == k { v = $2 } END { print v }' "$1"; }
+
 # e2e_start_nginx PORT CONF ERRLOG: runs $NGINX (in the foreground of its
 # config, prefix $TMP) in the background as NGINX_PID; waits until it serves.
 e2e_start_nginx() {
