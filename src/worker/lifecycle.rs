@@ -77,7 +77,11 @@ impl Worker {
         mut client: TcpStream,
         ip: std::net::IpAddr,
     ) {
-        let _ = client.set_nodelay(true);
+        // TCP_NODELAY came with the socket from its listener.
+        debug_assert!(
+            client.nodelay().unwrap_or(true),
+            "TCP_NODELAY not inherited"
+        );
         let gen = self.take_gen();
         let slot = self.pairs.vacant_key();
         if let Err(e) = self.poll.registry().register(
