@@ -44,13 +44,7 @@ start_nginx() {
     access_log $TMP/logs/access.log size;" ""
 }
 
-if ! e2e_start_on_free_port NGINX_PORT start_nginx NGINX_PID; then
-    echo "e2e-admin: nginx did not start" >&2
-    cat "$TMP/logs/nginx-error.log" "$TMP/logs/nginx.out" 2>/dev/null >&2 || true
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-echo "e2e-admin: nginx $NGINX_PID on 127.0.0.1:$NGINX_PORT"
+e2e_nginx_or_exit e2e-admin start_nginx
 
 # --- the proxy ------------------------------------------------------------------------
 TOKEN="e2e-$RANDOM-$RANDOM"

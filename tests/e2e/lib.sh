@@ -201,6 +201,20 @@ EOF
     e2e_start_nginx "$port" "$TMP/nginx.conf" "$TMP/logs/nginx-error.log"
 }
 
+# e2e_nginx_or_exit TAG START_FN: start nginx on a free port with START_FN
+# (sets NGINX_PORT and NGINX_PID), or print its logs and end the script as
+# one failed check.
+e2e_nginx_or_exit() {
+    local tag=$1 start=$2
+    if ! e2e_start_on_free_port NGINX_PORT "$start" NGINX_PID; then
+        echo "$tag: nginx did not start" >&2
+        cat "$TMP/logs/nginx-error.log" "$TMP/logs/nginx.out" 2>/dev/null >&2 || true
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+    echo "$tag: nginx $NGINX_PID on 127.0.0.1:$NGINX_PORT"
+}
+
 # metric LOG NAME: the value of NAME in the last ferry report in LOG.
 metric() { awk -v k="$2" '$1 == k { v = $2 } END { print v }' "$1"; }
 

@@ -26,13 +26,7 @@ e2e_content
 # --- nginx ---------------------------------------------------------------------
 start_nginx() { e2e_nginx "$1" "    access_log off;" ""; }
 
-if ! e2e_start_on_free_port NGINX_PORT start_nginx NGINX_PID; then
-    echo "e2e: nginx did not start" >&2
-    cat "$TMP/logs/nginx-error.log" "$TMP/logs/nginx.out" 2>/dev/null >&2 || true
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-echo "e2e: nginx $NGINX_PID on 127.0.0.1:$NGINX_PORT"
+e2e_nginx_or_exit e2e start_nginx
 
 # --- the proxy, per splice mode -------------------------------------------------
 for mode in on off auto; do
