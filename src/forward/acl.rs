@@ -3,7 +3,9 @@
 //! and never the proxy's own listening addresses (a loop).
 //!
 //! A deny match always wins; a non-empty allow list admits only what it
-//! matches; an empty one admits every address no deny names.
+//! matches; an empty one admits every address no deny names. An address is
+//! judged by where a connect to it goes: the unspecified address (`0.0.0.0`,
+//! `::`) reaches this host's loopback, and is refused wherever that is.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
@@ -74,12 +76,26 @@ pub struct Acl {
     pub deny: Vec<Cidr>,
 }
 
+/// The address a connect to `ip` reaches: a connect to the unspecified
+/// address (`0.0.0.0`, `::`) goes to this host's loopback.
+fn reached(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V4(v4) if v4.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+        IpAddr::V6(v6) if v6.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
+        other => other,
+    }
+}
+
 impl Acl {
+    /// May `ip` be reached? It is judged by the address a connect to it
+    /// reaches, so `0.0.0.0` is refused wherever `127.0.0.1` is, and a deny
+    /// naming it as written refuses it too.
     pub fn permits(&self, ip: IpAddr) -> bool {
-        if self.deny.iter().any(|c| c.contains(ip)) {
+        let to = reached(ip);
+        if self.deny.iter().any(|c| c.contains(ip) || c.contains(to)) {
             return false;
         }
-        self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip))
+        self.allow.is_empty() || self.allow.iter().any(|c| c.contains(to))
     }
 }
 
@@ -176,6 +192,29 @@ mod tests {
         assert!(acl.permits(ip("8.8.4.4")) && !acl.permits(ip("1.1.1.1")));
         acl.deny.push("8.8.4.0/24".parse().unwrap());
         assert!(!acl.permits(ip("8.8.4.4")));
+    }
+
+    #[test]
+    fn the_unspecified_address_is_judged_as_the_loopback_it_reaches() {
+        let deny = |c: &str| Acl {
+            allow: Vec::new(),
+            deny: vec![c.parse().unwrap()],
+        };
+        assert!(!deny("127.0.0.0/8").permits(ip("0.0.0.0")));
+        assert!(!deny("127.0.0.0/8").permits(ip("::ffff:0.0.0.0")));
+        assert!(!deny("::1").permits(ip("::")));
+        assert!(!deny("0.0.0.0/32").permits(ip("0.0.0.0")));
+        assert!(deny("10.0.0.0/8").permits(ip("0.0.0.0")));
+        let allow = Acl {
+            allow: vec!["10.0.0.0/8".parse().unwrap()],
+            deny: Vec::new(),
+        };
+        assert!(!allow.permits(ip("0.0.0.0")));
+        let lo = Acl {
+            allow: vec!["127.0.0.1".parse().unwrap()],
+            deny: Vec::new(),
+        };
+        assert!(lo.permits(ip("0.0.0.0")));
     }
 
     #[test]

@@ -1,0 +1,70 @@
+//! Forward mode under review: edges of the request target, the network and
+//! loop rules, Basic auth and the resolver, each against the real binary.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+
+/// A forward proxy on 127.0.0.1:0 with one worker.
+fn forward(extra: &[&str]) -> Proxy {
+    let mut args = vec!["-m", "forward", "-l", "127.0.0.1", "-p", "0", "-w", "1"];
+    args.extend_from_slice(extra);
+    Proxy::start(&args)
+}
+
+fn connect_req(target: &str, extra: &str) -> Vec<u8> {
+    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n").into_bytes()
+}
+
+fn get_abs(url: &str, extra: &str) -> Vec<u8> {
+    format!("GET {url} HTTP/1.1\r\nHost: ignored.example\r\n{extra}\r\n").into_bytes()
+}
+
+/// Send `req` and expect ferry's closing answer `status`.
+fn refused(proxy: SocketAddr, req: &[u8], status: u16, what: &str) -> Response {
+    let mut c = HttpConn::connect(proxy);
+    c.send(req);
+    expect_answer_and_close(&mut c, status, what)
+}
+
+/// `0.0.0.0` and `::` are not addresses of their own: a connect to them
+/// reaches this host's loopback, so a deny of loopback must refuse them.
+#[test]
+fn the_unspecified_address_cannot_get_around_a_loopback_deny() {
+    let echo = Backend::echo();
+    let origin = HttpBackend::named("o");
+    let port = echo.addr.port().to_string();
+    let proxy = forward(&["--connect-ports", &port, "--deny", "127.0.0.0/8"]);
+    for target in [
+        format!("0.0.0.0:{port}"),
+        format!("[::ffff:0.0.0.0]:{port}"),
+    ] {
+        refused(
+            proxy.addr,
+            &connect_req(&target, ""),
+            403,
+            &format!("CONNECT {target} with 127.0.0.0/8 denied"),
+        );
+    }
+    refused(
+        proxy.addr,
+        &get_abs(&format!("http://0.0.0.0:{}/", origin.addr.port()), ""),
+        403,
+        "GET http://0.0.0.0/ with 127.0.0.0/8 denied",
+    );
+    assert_eq!(echo.accepted(), 0, "a denied CONNECT reached loopback");
+    assert_eq!(origin.accepted(), 0, "a denied GET reached loopback");
+    if have_ipv6_loopback() {
+        let echo6 = Backend::echo_on("[::1]:0");
+        let port = echo6.addr.port().to_string();
+        let proxy = forward(&["--connect-ports", &port, "--deny", "::1/128"]);
+        refused(
+            proxy.addr,
+            &connect_req(&format!("[::]:{port}"), ""),
+            403,
+            "CONNECT [::] with ::1 denied",
+        );
+        assert_eq!(echo6.accepted(), 0, "a denied CONNECT reached ::1");
+    }
+}
