@@ -21,10 +21,14 @@ fn get_abs(url: &str, extra: &str) -> Vec<u8> {
     format!("GET {url} HTTP/1.1\r\nHost: ignored.example\r\n{extra}\r\n").into_bytes()
 }
 
-/// Send `req` and expect ferry's closing answer `status`.
+/// Send `req` and expect ferry's closing answer `status` (a wrong status,
+/// such as a tunnel's 200, fails at once rather than at the deadline).
 fn refused(proxy: SocketAddr, req: &[u8], status: u16, what: &str) -> Response {
     let mut c = HttpConn::connect(proxy);
     c.send(req);
+    let head = c.read_head();
+    assert_eq!(head.status(), status, "{what}: got {:?}", head.text());
+    c.buf.splice(0..0, head.raw);
     expect_answer_and_close(&mut c, status, what)
 }
 
@@ -67,4 +71,26 @@ fn the_unspecified_address_cannot_get_around_a_loopback_deny() {
         );
         assert_eq!(echo6.accepted(), 0, "a denied CONNECT reached ::1");
     }
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:127.0.0.0/104`) names IPv4
+/// addresses: a deny written that way refuses them.
+#[test]
+fn a_deny_written_as_an_ipv4_mapped_network_refuses_its_ipv4_addresses() {
+    let echo = Backend::echo();
+    let port = echo.addr.port().to_string();
+    let proxy = forward(&["--connect-ports", &port, "--deny", "::ffff:127.0.0.0/104"]);
+    refused(
+        proxy.addr,
+        &connect_req(&echo.addr.to_string(), ""),
+        403,
+        "CONNECT 127.0.0.1 with ::ffff:127.0.0.0/104 denied",
+    );
+    refused(
+        proxy.addr,
+        &connect_req(&format!("[::ffff:127.0.0.1]:{port}"), ""),
+        403,
+        "CONNECT [::ffff:127.0.0.1] with ::ffff:127.0.0.0/104 denied",
+    );
+    assert_eq!(echo.accepted(), 0, "a denied CONNECT reached the origin");
 }

@@ -10,7 +10,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 /// An IPv4 or IPv6 network such as `10.0.0.0/8` or `fd00::/8` (a bare
-/// address is a /32 or /128). IPv4-mapped IPv6 addresses match IPv4 networks.
+/// address is a /32 or /128). IPv4-mapped IPv6 addresses match IPv4 networks,
+/// and an IPv4-mapped network (`::ffff:10.0.0.0/104`) is one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
     net: IpAddr,
@@ -36,6 +37,16 @@ impl std::str::FromStr for Cidr {
                 .filter(|&b| b <= max)
                 .ok_or_else(|| format!("'{s}': the prefix length must be 0 to {max}"))?,
         };
+        // An IPv4-mapped network names IPv4 addresses, which are matched as
+        // IPv4 (`contains` canonicalises them): keep it as the IPv4 network.
+        if let IpAddr::V6(v6) = net {
+            if let (Some(v4), 96..) = (v6.to_ipv4_mapped(), bits) {
+                return Ok(Cidr {
+                    net: IpAddr::V4(v4),
+                    bits: bits - 96,
+                });
+            }
+        }
         Ok(Cidr { net, bits })
     }
 }
@@ -170,6 +181,10 @@ mod tests {
         assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
         let one: Cidr = "127.0.0.1".parse().unwrap();
         assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        let mapped: Cidr = "::ffff:10.1.0.0/112".parse().unwrap();
+        assert_eq!(mapped.to_string(), "10.1.0.0/16");
+        assert!(mapped.contains(ip("10.1.2.3")) && mapped.contains(ip("::ffff:10.1.2.3")));
+        assert!(!mapped.contains(ip("10.2.0.1")));
     }
 
     #[test]
