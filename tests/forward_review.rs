@@ -94,3 +94,24 @@ fn a_deny_written_as_an_ipv4_mapped_network_refuses_its_ipv4_addresses() {
     );
     assert_eq!(echo.accepted(), 0, "a denied CONNECT reached the origin");
 }
+
+/// A fragment is the client's own business (RFC 9110 §7.1: it is not part
+/// of a request target): it never reaches the origin.
+#[test]
+fn a_fragment_in_an_absolute_target_is_not_sent_to_the_origin() {
+    let origin = HttpBackend::named("o");
+    let proxy = forward(&[]);
+    let mut c = HttpConn::connect(proxy.addr);
+    for (url, want) in [
+        (format!("http://{}/p?q=1#frag", origin.addr), "o /p?q=1"),
+        (format!("http://{}/p#a?b", origin.addr), "o /p"),
+        (format!("http://{}#top", origin.addr), "o /"),
+    ] {
+        let r = c.roundtrip(&get_abs(&url, ""));
+        assert_eq!(
+            (r.status(), String::from_utf8_lossy(&r.body).as_ref()),
+            (200, want),
+            "GET {url}"
+        );
+    }
+}

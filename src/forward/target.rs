@@ -28,7 +28,8 @@ pub struct Absolute<'a> {
     pub https: bool,
     /// The authority as received (for the Host field).
     pub authority: &'a [u8],
-    /// The origin-form target: `/` when the URI had no path.
+    /// The path and query, without any fragment; empty when the URI had no
+    /// path (the origin form is then `/`).
     pub path: &'a [u8],
 }
 
@@ -86,10 +87,12 @@ pub fn parse_absolute(target: &[u8]) -> Option<Absolute<'_>> {
         .position(|&b| matches!(b, b'/' | b'?' | b'#'))
         .unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
-    if authority.is_empty() || authority.contains(&b'@') || path.first() == Some(&b'#') {
-        // No host, userinfo (deprecated and a phishing tool), or only a fragment.
+    if authority.is_empty() || authority.contains(&b'@') {
+        // No host, or userinfo (deprecated and a phishing tool).
         return None;
     }
+    // A fragment is the client's own (RFC 9110 §7.1): it is never sent on.
+    let path = path.split(|&b| b == b'#').next().unwrap_or_default();
     Some(Absolute {
         https,
         authority,
@@ -139,6 +142,8 @@ mod tests {
         let a = parse_absolute(b"http://h?q").unwrap();
         assert_eq!(a.path, b"?q");
         assert!(parse_absolute(b"https://h/").unwrap().https);
+        assert_eq!(parse_absolute(b"http://h/p?q#f").unwrap().path, b"/p?q");
+        assert_eq!(parse_absolute(b"http://h#f").unwrap().path, b"");
         assert!(parse_absolute(b"/origin/form").is_none());
         assert!(parse_absolute(b"http://").is_none());
         assert!(parse_absolute(b"http:///x").is_none());
