@@ -124,7 +124,6 @@ fn a_fragment_in_an_absolute_target_is_not_sent_to_the_origin() {
 /// pool was full) belongs to that origin: while the client's next request
 /// waits for its name to resolve, nothing of it may go there.
 #[test]
-#[ignore = "bug in http/session.rs + worker: fix described in the review report"]
 fn a_request_waiting_for_its_name_is_never_sent_on_the_connection_kept_from_the_last() {
     // Origin X answers each connection's first request only once two
     // connections are open, so that both are in flight together.

@@ -528,11 +528,23 @@ impl Worker {
                 }
             };
             if !self.apply(slot, action) {
-                return;
+                return self.drop_kept_while_resolving(slot);
             }
         }
         // A session that keeps changing state without waiting is a bug: close it.
         self.close_pair(slot, CloseReason::Stalled);
+    }
+
+    /// Forward mode: a request waiting for its origin's name must not go out
+    /// on the connection its client kept from the last request (another
+    /// origin's, as far as anyone knows yet), nor fail with it: that
+    /// connection goes back to the pool, or is closed, at once.
+    fn drop_kept_while_resolving(&mut self, slot: usize) {
+        if let Some(pair) = self.pairs.get(slot) {
+            if pair.phase == Phase::Resolving && pair.backend.is_some() {
+                self.detach_backend(slot, true);
+            }
+        }
     }
 
     /// Carry out a session's action; true if the session should run again.
