@@ -183,3 +183,31 @@ fn a_request_waiting_for_its_name_is_never_sent_on_the_connection_kept_from_the_
         "a request for another origin reached X on the connection kept from the last: {to_x:?}"
     );
 }
+
+/// A client that half-closes right after its CONNECT head, while the name
+/// is still being looked up: the origin must get that FIN once connected.
+#[test]
+#[ignore = "bug in relay.rs (a FIN shut toward no backend): fix described in the review report"]
+fn a_half_close_during_a_connects_lookup_reaches_the_origin() {
+    let origin = HttpBackend::start(|p| p.wait_eof());
+    let port = origin.addr.port().to_string();
+    let proxy = forward(&["--connect-ports", &port, "--connect-timeout", "30"]);
+    // Lookups of other names queued first keep this one waiting a while.
+    let mut others: Vec<HttpConn> = (0..32).map(|_| HttpConn::connect(proxy.addr)).collect();
+    for (j, o) in others.iter_mut().enumerate() {
+        o.send(&get_abs(&format!("http://other-{j}.invalid/"), ""));
+    }
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(&connect_req(&format!("localhost:{port}"), ""));
+    thread::sleep(Duration::from_millis(5));
+    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    let head = c.read_head();
+    assert_eq!(head.status(), 200, "{}", head.text());
+    origin.wait_until("the origin saw the client's FIN", DEADLINE, |o| {
+        o.eofs() == 1
+    });
+    let (rest, how) = c.read_until_closed();
+    assert!(rest.is_empty() && how == Closed::Eof, "{rest:?} {how:?}");
+    drop(others);
+    proxy.wait_idle();
+}
