@@ -211,3 +211,37 @@ fn a_half_close_during_a_connects_lookup_reaches_the_origin() {
     drop(others);
     proxy.wait_idle();
 }
+
+/// A password in a target's userinfo (refused with 400) is a credential
+/// too: it must not be written to the access log.
+#[test]
+#[ignore = "bug in http/access_log.rs (the request line is logged as received): fix described in the review report"]
+fn a_password_in_a_refused_targets_userinfo_is_not_logged() {
+    let mut proxy = forward(&["--access-log", "-"]);
+    refused(
+        proxy.addr,
+        &get_abs("http://bob:Hunter2-pw@127.0.0.1:9/x", ""),
+        400,
+        "GET with userinfo",
+    );
+    refused(
+        proxy.addr,
+        &connect_req("bob:Hunter2-pw@127.0.0.1:443", ""),
+        400,
+        "CONNECT with userinfo",
+    );
+    let end = Instant::now() + DEADLINE;
+    while proxy.stderr().matches("\" 400 ").count() < 2 {
+        assert!(
+            Instant::now() < end,
+            "no access-log lines:\n{}",
+            proxy.stderr()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (_status, err) = proxy.stop(libc::SIGTERM);
+    assert!(
+        !err.contains("Hunter2-pw"),
+        "a password reached the log:\n{err}"
+    );
+}
