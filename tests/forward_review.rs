@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -244,4 +244,105 @@ fn a_password_in_a_refused_targets_userinfo_is_not_logged() {
         !err.contains("Hunter2-pw"),
         "a password reached the log:\n{err}"
     );
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Malformed or doubtful credentials each get a 407 that keeps the
+/// connection, and the good ones then pass on that same connection: the
+/// scheme's case does not matter, and a credential of the longest length
+/// accepted (1 KiB decoded) fits the decode buffer exactly.
+#[test]
+fn odd_proxy_authorization_fields_get_a_407_that_keeps_the_connection() {
+    let long = format!("u:{}", "x".repeat(1022));
+    let origin = HttpBackend::named("o");
+    let proxy = forward(&["--auth", "alice:pw", "--auth", &long]);
+    let url = format!("http://{}/a", origin.addr);
+    let field = |v: &str| format!("Proxy-Authorization: {v}\r\n");
+    let good = b64("alice:pw");
+    let mut c = HttpConn::connect(proxy.addr);
+    for (extra, what) in [
+        (field("Basic !!!!"), "not base64"),
+        (field(&format!("Basic {}", b64("alicepw"))), "no colon"),
+        (field(&format!("Basic {}", b64("alice:"))), "empty password"),
+        (field(&format!("Basic\t{good}")), "a tab after the scheme"),
+        (field(&format!("Bearer {good}")), "another scheme"),
+        (field("Basic"), "no token"),
+        (field(""), "empty field"),
+        (
+            field(&format!("Basic {}", "QUFB".repeat(2000))),
+            "8 KB token",
+        ),
+        (
+            field(&format!("Basic {}", b64(&format!("{long}x")))),
+            "one byte over the longest",
+        ),
+        (
+            field(&format!("Basic {good}")) + &field(&format!("Basic {good}")),
+            "two fields",
+        ),
+    ] {
+        let r = c.roundtrip(&get_abs(&url, &extra));
+        assert_eq!(r.status(), 407, "{what}: {:?}", r.head.text());
+        assert!(
+            !r.head.lists("connection", "close"),
+            "{what}: {:?}",
+            r.head.text()
+        );
+    }
+    for (extra, what) in [
+        (field(&format!("bAsIc {good}")), "scheme in mixed case"),
+        (field(&format!("Basic   {good}  ")), "extra spaces"),
+        (
+            field(&format!("Basic {}", b64(&long))),
+            "the longest credential",
+        ),
+    ] {
+        let r = c.roundtrip(&get_abs(&url, &extra));
+        assert_eq!(r.status(), 200, "{what}: {:?}", r.head.text());
+    }
+    assert_eq!(
+        origin.requests().len(),
+        3,
+        "only the accepted requests reach the origin"
+    );
+}
+
+/// A name or literal spelled unlike the listening address, but resolving to
+/// it, is a loop all the same.
+#[test]
+fn a_request_to_the_proxy_by_a_name_the_resolver_maps_to_it_gets_403() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let args = ["-m", "forward", "-l", "127.0.0.1", "-p", &port, "-w", "1"];
+    let proxy = Proxy::start(&[&args[..], &["--connect-ports", &port]].concat());
+    for host in ["127.1", "2130706433", "0x7f000001", "LOCALHOST"] {
+        let target = format!("{host}:{port}");
+        refused(
+            proxy.addr,
+            &connect_req(&target, ""),
+            403,
+            &format!("CONNECT {target}"),
+        );
+        refused(
+            proxy.addr,
+            &get_abs(&format!("http://{target}/"), ""),
+            403,
+            &format!("GET http://{target}/"),
+        );
+    }
+    let r = proxy.wait_idle();
+    assert_eq!(
+        r.u("connections_accepted"),
+        8,
+        "the proxy connected to itself"
+    );
+    assert_eq!(r.u("forward_denied"), 8);
 }
