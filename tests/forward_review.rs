@@ -346,3 +346,39 @@ fn a_request_to_the_proxy_by_a_name_the_resolver_maps_to_it_gets_403() {
     );
     assert_eq!(r.u("forward_denied"), 8);
 }
+
+/// Clients that leave while their names are being looked up (alone, or
+/// joined to another's lookup) free everything, and the answers that come
+/// back later land on no one: a client that takes a freed slot meanwhile
+/// gets the answer for its own name.
+#[test]
+fn clients_that_leave_during_their_lookups_leave_nothing_behind() {
+    let origin = HttpBackend::named("o");
+    let proxy = forward(&[]);
+    let baseline = proxy.fd_kinds();
+    let local = format!("http://localhost:{}", origin.addr.port());
+    for round in 0..3 {
+        let mut gone: Vec<HttpConn> = (0..10).map(|_| HttpConn::connect(proxy.addr)).collect();
+        for (i, c) in gone.iter_mut().enumerate() {
+            let url = if i % 2 == 0 {
+                format!("http://gone-{round}-{i}.invalid/")
+            } else {
+                format!("{local}/gone")
+            };
+            c.send(&get_abs(&url, ""));
+        }
+        drop(gone);
+        // New clients reuse the freed slots while those answers are due.
+        let mut c = HttpConn::connect(proxy.addr);
+        let r = c.roundtrip(&get_abs(&format!("{local}/stay{round}"), ""));
+        assert_eq!(r.status(), 200, "round {round}: {:?}", r.head.text());
+        assert_eq!(r.body, format!("o /stay{round}").as_bytes());
+        // A name that does not resolve: 502, or 504 if the system's
+        // resolver is still trying when the connect timeout ends.
+        let mut c = HttpConn::connect(proxy.addr);
+        let r = c.roundtrip(&get_abs(&format!("http://stay-{round}.invalid/"), ""));
+        assert!(matches!(r.status(), 502 | 504), "{:?}", r.head.text());
+    }
+    proxy.wait_idle();
+    proxy.wait_fds_back_to(baseline, 0);
+}
