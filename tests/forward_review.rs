@@ -382,3 +382,20 @@ fn clients_that_leave_during_their_lookups_leave_nothing_behind() {
     proxy.wait_idle();
     proxy.wait_fds_back_to(baseline, 0);
 }
+
+/// An auth file saved by an editor that writes a byte-order mark still
+/// grants its first user (the mark is not part of the user name).
+#[test]
+fn an_auth_file_with_a_byte_order_mark_grants_its_first_user() {
+    let dir = files::TempDir::new("fwd-bom");
+    let file = dir.write("users", "\u{feff}alice:pw\r\nbob:pw2\r\n");
+    let origin = HttpBackend::named("o");
+    let proxy = forward(&["--auth-file", &file]);
+    let url = format!("http://{}/f", origin.addr);
+    for user_pass in ["alice:pw", "bob:pw2"] {
+        let mut c = HttpConn::connect(proxy.addr);
+        let field = format!("Proxy-Authorization: Basic {}\r\n", b64(user_pass));
+        let r = c.roundtrip(&get_abs(&url, &field));
+        assert_eq!(r.status(), 200, "{user_pass}: {:?}", r.head.text());
+    }
+}
