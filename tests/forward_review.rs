@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -181,4 +181,220 @@ fn a_request_waiting_for_its_name_is_never_sent_on_the_connection_kept_from_the_
         !contains(&x.tap(), b"victim"),
         "a request for another origin reached X on the connection kept from the last: {to_x:?}"
     );
+}
+
+/// A client that half-closes right after its CONNECT head, while the name
+/// is still being looked up: the origin must get that FIN once connected.
+#[test]
+#[ignore = "bug in relay.rs (a FIN shut toward no backend): fix described in the review report"]
+fn a_half_close_during_a_connects_lookup_reaches_the_origin() {
+    let origin = HttpBackend::start(|p| p.wait_eof());
+    let port = origin.addr.port().to_string();
+    let proxy = forward(&["--connect-ports", &port, "--connect-timeout", "30"]);
+    // Lookups of other names queued first keep this one waiting a while.
+    let mut others: Vec<HttpConn> = (0..32).map(|_| HttpConn::connect(proxy.addr)).collect();
+    for (j, o) in others.iter_mut().enumerate() {
+        o.send(&get_abs(&format!("http://other-{j}.invalid/"), ""));
+    }
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(&connect_req(&format!("localhost:{port}"), ""));
+    thread::sleep(Duration::from_millis(5));
+    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    let head = c.read_head();
+    assert_eq!(head.status(), 200, "{}", head.text());
+    origin.wait_until("the origin saw the client's FIN", DEADLINE, |o| {
+        o.eofs() == 1
+    });
+    let (rest, how) = c.read_until_closed();
+    assert!(rest.is_empty() && how == Closed::Eof, "{rest:?} {how:?}");
+    drop(others);
+    proxy.wait_idle();
+}
+
+/// A password in a target's userinfo (refused with 400) is a credential
+/// too: it must not be written to the access log.
+#[test]
+#[ignore = "bug in http/access_log.rs (the request line is logged as received): fix described in the review report"]
+fn a_password_in_a_refused_targets_userinfo_is_not_logged() {
+    let mut proxy = forward(&["--access-log", "-"]);
+    refused(
+        proxy.addr,
+        &get_abs("http://bob:Hunter2-pw@127.0.0.1:9/x", ""),
+        400,
+        "GET with userinfo",
+    );
+    refused(
+        proxy.addr,
+        &connect_req("bob:Hunter2-pw@127.0.0.1:443", ""),
+        400,
+        "CONNECT with userinfo",
+    );
+    let end = Instant::now() + DEADLINE;
+    while proxy.stderr().matches("\" 400 ").count() < 2 {
+        assert!(
+            Instant::now() < end,
+            "no access-log lines:\n{}",
+            proxy.stderr()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (_status, err) = proxy.stop(libc::SIGTERM);
+    assert!(
+        !err.contains("Hunter2-pw"),
+        "a password reached the log:\n{err}"
+    );
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Malformed or doubtful credentials each get a 407 that keeps the
+/// connection, and the good ones then pass on that same connection: the
+/// scheme's case does not matter, and a credential of the longest length
+/// accepted (1 KiB decoded) fits the decode buffer exactly.
+#[test]
+fn odd_proxy_authorization_fields_get_a_407_that_keeps_the_connection() {
+    let long = format!("u:{}", "x".repeat(1022));
+    let origin = HttpBackend::named("o");
+    let proxy = forward(&["--auth", "alice:pw", "--auth", &long]);
+    let url = format!("http://{}/a", origin.addr);
+    let field = |v: &str| format!("Proxy-Authorization: {v}\r\n");
+    let good = b64("alice:pw");
+    let mut c = HttpConn::connect(proxy.addr);
+    for (extra, what) in [
+        (field("Basic !!!!"), "not base64"),
+        (field(&format!("Basic {}", b64("alicepw"))), "no colon"),
+        (field(&format!("Basic {}", b64("alice:"))), "empty password"),
+        (field(&format!("Basic\t{good}")), "a tab after the scheme"),
+        (field(&format!("Bearer {good}")), "another scheme"),
+        (field("Basic"), "no token"),
+        (field(""), "empty field"),
+        (
+            field(&format!("Basic {}", "QUFB".repeat(2000))),
+            "8 KB token",
+        ),
+        (
+            field(&format!("Basic {}", b64(&format!("{long}x")))),
+            "one byte over the longest",
+        ),
+        (
+            field(&format!("Basic {good}")) + &field(&format!("Basic {good}")),
+            "two fields",
+        ),
+    ] {
+        let r = c.roundtrip(&get_abs(&url, &extra));
+        assert_eq!(r.status(), 407, "{what}: {:?}", r.head.text());
+        assert!(
+            !r.head.lists("connection", "close"),
+            "{what}: {:?}",
+            r.head.text()
+        );
+    }
+    for (extra, what) in [
+        (field(&format!("bAsIc {good}")), "scheme in mixed case"),
+        (field(&format!("Basic   {good}  ")), "extra spaces"),
+        (
+            field(&format!("Basic {}", b64(&long))),
+            "the longest credential",
+        ),
+    ] {
+        let r = c.roundtrip(&get_abs(&url, &extra));
+        assert_eq!(r.status(), 200, "{what}: {:?}", r.head.text());
+    }
+    assert_eq!(
+        origin.requests().len(),
+        3,
+        "only the accepted requests reach the origin"
+    );
+}
+
+/// A name or literal spelled unlike the listening address, but resolving to
+/// it, is a loop all the same.
+#[test]
+fn a_request_to_the_proxy_by_a_name_the_resolver_maps_to_it_gets_403() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let args = ["-m", "forward", "-l", "127.0.0.1", "-p", &port, "-w", "1"];
+    let proxy = Proxy::start(&[&args[..], &["--connect-ports", &port]].concat());
+    for host in ["127.1", "2130706433", "0x7f000001", "LOCALHOST"] {
+        let target = format!("{host}:{port}");
+        refused(
+            proxy.addr,
+            &connect_req(&target, ""),
+            403,
+            &format!("CONNECT {target}"),
+        );
+        refused(
+            proxy.addr,
+            &get_abs(&format!("http://{target}/"), ""),
+            403,
+            &format!("GET http://{target}/"),
+        );
+    }
+    let r = proxy.wait_idle();
+    assert_eq!(
+        r.u("connections_accepted"),
+        8,
+        "the proxy connected to itself"
+    );
+    assert_eq!(r.u("forward_denied"), 8);
+}
+
+/// Clients that leave while their names are being looked up (alone, or
+/// joined to another's lookup) free everything, and the answers that come
+/// back later land on no one: a client that takes a freed slot meanwhile
+/// gets the answer for its own name.
+#[test]
+fn clients_that_leave_during_their_lookups_leave_nothing_behind() {
+    let origin = HttpBackend::named("o");
+    let proxy = forward(&[]);
+    let baseline = proxy.fd_kinds();
+    let local = format!("http://localhost:{}", origin.addr.port());
+    for round in 0..3 {
+        let mut gone: Vec<HttpConn> = (0..10).map(|_| HttpConn::connect(proxy.addr)).collect();
+        for (i, c) in gone.iter_mut().enumerate() {
+            let url = if i % 2 == 0 {
+                format!("http://gone-{round}-{i}.invalid/")
+            } else {
+                format!("{local}/gone")
+            };
+            c.send(&get_abs(&url, ""));
+        }
+        drop(gone);
+        // New clients reuse the freed slots while those answers are due.
+        let mut c = HttpConn::connect(proxy.addr);
+        let r = c.roundtrip(&get_abs(&format!("{local}/stay{round}"), ""));
+        assert_eq!(r.status(), 200, "round {round}: {:?}", r.head.text());
+        assert_eq!(r.body, format!("o /stay{round}").as_bytes());
+        // A name that does not resolve: 502, or 504 if the system's
+        // resolver is still trying when the connect timeout ends.
+        let mut c = HttpConn::connect(proxy.addr);
+        let r = c.roundtrip(&get_abs(&format!("http://stay-{round}.invalid/"), ""));
+        assert!(matches!(r.status(), 502 | 504), "{:?}", r.head.text());
+    }
+    proxy.wait_idle();
+    proxy.wait_fds_back_to(baseline, 0);
+}
+
+/// An auth file saved by an editor that writes a byte-order mark still
+/// grants its first user (the mark is not part of the user name).
+#[test]
+fn an_auth_file_with_a_byte_order_mark_grants_its_first_user() {
+    let dir = files::TempDir::new("fwd-bom");
+    let file = dir.write("users", "\u{feff}alice:pw\r\nbob:pw2\r\n");
+    let origin = HttpBackend::named("o");
+    let proxy = forward(&["--auth-file", &file]);
+    let url = format!("http://{}/f", origin.addr);
+    for user_pass in ["alice:pw", "bob:pw2"] {
+        let mut c = HttpConn::connect(proxy.addr);
+        let field = format!("Proxy-Authorization: Basic {}\r\n", b64(user_pass));
+        let r = c.roundtrip(&get_abs(&url, &field));
+        assert_eq!(r.status(), 200, "{user_pass}: {:?}", r.head.text());
+    }
 }

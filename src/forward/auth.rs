@@ -42,8 +42,10 @@ pub fn parse_credential(s: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Read an auth file: one `user:password` per line, `#` comments and blank
-/// lines ignored. An error names the line.
+/// lines ignored, a leading byte-order mark (some editors write one) too.
+/// An error names the line.
 pub fn parse_file(text: &str) -> Result<Vec<Vec<u8>>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -149,6 +151,8 @@ mod tests {
         let e = parse_file("alice:one\nnocolon\n").unwrap_err();
         assert!(e.starts_with("line 2:"), "{e}");
         assert!(parse_file(":nouser").unwrap_err().contains("empty"));
+        let bom = parse_file("\u{feff}alice:one\r\n").unwrap();
+        assert_eq!(bom, [b"alice:one".to_vec()]);
     }
 
     #[test]
