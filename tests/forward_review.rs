@@ -214,7 +214,6 @@ fn a_half_close_during_a_connects_lookup_reaches_the_origin() {
 /// A password in a target's userinfo (refused with 400) is a credential
 /// too: it must not be written to the access log.
 #[test]
-#[ignore = "bug in http/access_log.rs (the request line is logged as received): fix described in the review report"]
 fn a_password_in_a_refused_targets_userinfo_is_not_logged() {
     let mut proxy = forward(&["--access-log", "-"]);
     refused(

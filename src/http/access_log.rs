@@ -37,9 +37,45 @@ impl<const N: usize> Field<N> {
         self.len = n as u16;
     }
 
+    /// `set` of the parts one after the other.
+    fn set_parts(&mut self, parts: &[&[u8]]) {
+        self.len = 0;
+        for part in parts {
+            let at = self.len as usize;
+            let n = part.len().min(N - at);
+            self.bytes[at..at + n].copy_from_slice(&part[..n]);
+            self.len += n as u16;
+        }
+    }
+
     fn get(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
+}
+
+/// Where the userinfo (`user:password@`) of a request line's target lies,
+/// if it has one: in an absolute-form target (`http://u:p@host/`) or a
+/// CONNECT authority (`u:p@host:443`). Such a target is refused, but its
+/// line is still logged, and a password is a credential.
+fn userinfo(line: &[u8]) -> Option<(usize, usize)> {
+    let start = line.iter().position(|&b| b == b' ')? + 1;
+    let len = line[start..]
+        .iter()
+        .position(|&b| b == b' ')
+        .unwrap_or(line.len() - start);
+    let target = &line[start..start + len];
+    let from = match target.windows(3).position(|w| w == b"://") {
+        Some(i) => i + 3,
+        None if target.first() == Some(&b'/') => return None,
+        None => 0,
+    };
+    let authority = &target[from..];
+    let end = authority
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(authority.len());
+    let at = authority[..end].iter().rposition(|&b| b == b'@')?;
+    Some((start + from, start + from + at))
 }
 
 /// One request's line, before formatting.
@@ -79,7 +115,13 @@ impl Record {
             .iter()
             .position(|&b| b == b'\r' || b == b'\n')
             .unwrap_or(head.len());
-        self.request_line.set(&head[..line_end]);
+        let line = &head[..line_end];
+        match userinfo(line) {
+            Some((from, to)) => self
+                .request_line
+                .set_parts(&[&line[..from], b"*", &line[to..]]),
+            None => self.request_line.set(line),
+        }
     }
 
     /// Fill the request fields from a complete, validated request head.
@@ -255,6 +297,30 @@ mod tests {
             "10.0.0.7 - - [22/Nov/2025:04:00:00 +0000] \"GET /a?b HTTP/1.1\" 200 1234 \"http://r/\" \
              \"t \\\"x\\\"\" 127.0.0.1:8081 0.012\n"
         );
+    }
+
+    #[test]
+    fn userinfo_in_a_target_is_masked() {
+        let logged = |line: &str| {
+            let mut r = Record::new("10.0.0.7".parse().unwrap());
+            r.capture_line(line.as_bytes());
+            String::from_utf8(r.request_line.get().to_vec()).unwrap()
+        };
+        assert_eq!(
+            logged("GET http://bob:pw@h:9/x?a@b HTTP/1.1"),
+            "GET http://*@h:9/x?a@b HTTP/1.1"
+        );
+        assert_eq!(
+            logged("CONNECT bob:pw@h:443 HTTP/1.1"),
+            "CONNECT *@h:443 HTTP/1.1"
+        );
+        assert_eq!(logged("CONNECT a@b:c@h:443"), "CONNECT *@h:443");
+        assert_eq!(logged("GET /p?u=a@b HTTP/1.1"), "GET /p?u=a@b HTTP/1.1");
+        assert_eq!(
+            logged("GET http://h/a@b HTTP/1.1"),
+            "GET http://h/a@b HTTP/1.1"
+        );
+        assert_eq!(logged("GARBAGE"), "GARBAGE");
     }
 
     #[test]
