@@ -565,7 +565,12 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
             .rewrite_head(ctx.pools, head.head_len, |received, out| {
                 write_response(received, ClientConnection::KeepAlive, via, out)
             }) {
-            Ok(()) => Action::Again,
+            Ok(()) => {
+                // The final head may need the whole buffer: move what
+                // followed the interim head (now in the prefix) to the front.
+                let _ = pair.to_client.set_framing(Framing::Head, ctx.pools);
+                Action::Again
+            }
             Err(_) => answer_with(pair, 502, ctx),
         };
     }

@@ -1,0 +1,51 @@
+//! HTTP mode, cases found in a review of the session and the relay: heads
+//! and chunked bodies split at every byte offset, interim responses that
+//! leave little room for the final head, pipelined requests followed by the
+//! client's half-close, keep-alive after an HTTP/1.0 chunked response, 1xx
+//! and HTTP/1.0 clients, and close-delimited responses to slow clients.
+
+mod common;
+
+use common::*;
+
+use std::time::Duration;
+
+/// A head of about `n` bytes of `X-Pad-NNNN` fields (without the blank line).
+fn padding_fields(prefix: &str, n: usize) -> String {
+    let mut s = String::new();
+    let mut i = 0;
+    while s.len() < n {
+        s.push_str(&format!("{prefix}-{i:04}: {}\r\n", "v".repeat(40)));
+        i += 1;
+    }
+    s
+}
+
+#[test]
+fn a_large_interim_response_leaves_room_for_a_large_final_head() {
+    // 103 and the final head together exceed one buffer (16 KiB) while each
+    // fits: once the 103 is relayed its bytes must not hold the buffer.
+    let mut resp = format!(
+        "HTTP/1.1 103 Early Hints\r\n{}\r\n",
+        padding_fields("Link-Hint", 8000)
+    )
+    .into_bytes();
+    resp.extend_from_slice(
+        format!(
+            "HTTP/1.1 200 OK\r\n{}Content-Length: 5\r\n\r\nfinal",
+            padding_fields("X-Big", 9000)
+        )
+        .as_bytes(),
+    );
+    let backend = HttpBackend::fixed(&resp);
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--backend-timeout", "20"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.timeout = Duration::from_secs(10);
+    c.send(&get("/"));
+    let r = c.read_response(false);
+    assert_eq!(r.status(), 103);
+    let r = c.read_response(false);
+    assert_eq!(r.status(), 200);
+    assert!(r.head.has("x-big-0000"), "{}", r.head.text());
+    assert_eq!(r.body, b"final");
+}
