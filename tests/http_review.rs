@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-
+use std::net::Shutdown;
 use std::time::Duration;
 
 /// A head of about `n` bytes of `X-Pad-NNNN` fields (without the blank line).
@@ -48,4 +48,27 @@ fn a_large_interim_response_leaves_room_for_a_large_final_head() {
     assert_eq!(r.status(), 200);
     assert!(r.head.has("x-big-0000"), "{}", r.head.text());
     assert_eq!(r.body, b"final");
+}
+
+#[test]
+fn pipelined_requests_then_a_half_close_are_all_answered() {
+    let backend = HttpBackend::named("P");
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    let mut all = Vec::new();
+    for p in ["/1", "/2", "/3", "/4"] {
+        all.extend_from_slice(&get(p));
+    }
+    c.send(&all);
+    c.s.shutdown(Shutdown::Write).unwrap();
+    for p in ["/1", "/2", "/3", "/4"] {
+        let r = c.read_response(false);
+        assert_eq!(r.status(), 200, "{p}");
+        assert_eq!(r.body, format!("P {p}").as_bytes());
+    }
+    let (rest, how) = c.read_until_closed();
+    assert_eq!(how, Closed::Eof);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    drop(c);
+    proxy.wait_idle();
 }

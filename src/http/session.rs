@@ -31,7 +31,7 @@ use crate::forward::request::{judge, Verdict};
 use crate::forward::resolver::{Asked, Cached, Dns};
 use crate::net::sys;
 use crate::pair::{CloseReason, Pair, Phase};
-use crate::relay::{FlowState, Framing, Pools, PrefixError};
+use crate::relay::{Flow, FlowState, Framing, Pools, PrefixError};
 use crate::stats::Counters;
 use crate::token::Side;
 use slab::Slab;
@@ -597,7 +597,7 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
     let close = !ex.client_keep_alive
         || ctx.winding_down
         || head.body == BodyKind::UntilClose
-        || pair.to_backend.state != FlowState::Open;
+        || !client_may_send_more(&pair.to_backend);
     ex.client_keep_alive = !close;
     ex.backend_reusable = head.keep_alive;
     let directive = if close {
@@ -675,7 +675,7 @@ fn finish(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
     pair.to_backend.drop_prefix(ctx.pools);
     pair.to_client.release(ctx.pools);
     pair.to_client.state = FlowState::Open;
-    if ex.client_keep_alive && pair.to_backend.state == FlowState::Open {
+    if ex.client_keep_alive && client_may_send_more(&pair.to_backend) {
         pair.phase = Phase::Waiting;
         pair.exchange = Exchange::default();
         let _ = pair.to_backend.set_framing(Framing::Head, ctx.pools);
@@ -685,6 +685,13 @@ fn finish(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
         start_closing(pair, ctx);
     }
     Action::Release { reuse }
+}
+
+/// Whether another request may follow on the client's connection: it is
+/// still open, or it ended after requests that are already buffered (a
+/// client may pipeline requests and half-close; each gets its answer).
+fn client_may_send_more(to_backend: &Flow) -> bool {
+    to_backend.state == FlowState::Open || to_backend.leftover() > 0
 }
 
 /// Add an exchange's backend time (request sent until the response was
