@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use std::net::Shutdown;
+use std::thread;
 use std::time::Duration;
 
 /// A head of about `n` bytes of `X-Pad-NNNN` fields (without the blank line).
@@ -71,4 +72,25 @@ fn pipelined_requests_then_a_half_close_are_all_answered() {
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
     drop(c);
     proxy.wait_idle();
+}
+
+#[test]
+fn a_chunked_http10_response_does_not_keep_its_backend_connection() {
+    // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty
+    // framing; the connection is closed after the message.
+    let backend = HttpBackend::fixed(
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    );
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    for i in 0..2 {
+        let r = c.roundtrip(&get("/"));
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(decode_chunked(&r.body), b"hi");
+    }
+    let reqs = backend.wait_requests(2, DEADLINE);
+    assert_ne!(
+        reqs[0].conn, reqs[1].conn,
+        "the connection after an HTTP/1.0 chunked response must not be reused"
+    );
 }
