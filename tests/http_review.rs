@@ -94,3 +94,24 @@ fn a_chunked_http10_response_does_not_keep_its_backend_connection() {
         "the connection after an HTTP/1.0 chunked response must not be reused"
     );
 }
+
+#[test]
+fn an_http10_client_never_gets_an_interim_response() {
+    // RFC 9110 15.2: HTTP/1.0 has no 1xx; a server must not send one to an
+    // HTTP/1.0 client, so ferry drops what a backend sends anyway.
+    let backend = HttpBackend::fixed(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    );
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(r.status(), 200, "{:?}", String::from_utf8_lossy(&r.bytes()));
+    assert_eq!(r.body, b"ok");
+    // And an HTTP/1.1 client still gets them.
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(&get("/"));
+    assert_eq!(c.read_response(false).status(), 100);
+    assert_eq!(c.read_response(false).status(), 103);
+    assert_eq!(c.read_response(false).body, b"ok");
+}

@@ -551,6 +551,13 @@ fn count_status(c: &mut Counters, status: u16) {
 }
 
 fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action {
+    if (100..200).contains(&head.status) && head.status != 101 && pair.exchange.client_minor == 0 {
+        // HTTP/1.0 has no interim responses: a 1.0 client would take one for
+        // the final answer (RFC 9110 15.2), so it is dropped here.
+        pair.to_client.consume(head.head_len);
+        let _ = pair.to_client.set_framing(Framing::Head, ctx.pools);
+        return Action::Again;
+    }
     let ex = &mut pair.exchange;
     ex.response_started = true;
     count_status(ctx.counters, head.status);
