@@ -75,6 +75,100 @@ fn pipelined_requests_then_a_half_close_are_all_answered() {
 }
 
 #[test]
+fn a_response_head_split_at_every_byte_offset_is_relayed() {
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Long: abcdefghij\r\nContent-Length: 4\r\n\r\nbody";
+    let backend = HttpBackend::start(move |p| {
+        // The n-th request on the connection gets its response cut at byte n.
+        let mut n = 1;
+        while p.read_request().is_some() {
+            let cut = n.min(resp.len() - 1);
+            if !p.write(&resp[..cut]) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(3));
+            if !p.write(&resp[cut..]) {
+                return;
+            }
+            n += 1;
+        }
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.timeout = Duration::from_secs(10);
+    for n in 1..resp.len() {
+        let r = c.roundtrip(&get(&format!("/{n}")));
+        assert_eq!(r.status(), 200, "cut at {n}");
+        assert_eq!(r.head.get("x-long"), Some("abcdefghij"), "cut at {n}");
+        assert_eq!(r.body, b"body", "cut at {n}");
+    }
+    assert_eq!(
+        backend.request_conns(),
+        1,
+        "one backend connection throughout"
+    );
+}
+
+#[test]
+fn a_request_split_at_every_byte_offset_reaches_the_backend_whole() {
+    let backend = HttpBackend::serve(|r| {
+        let text = format!(
+            "{} {} [{}]",
+            r.head.target(),
+            r.head.get("x-a").unwrap_or("-"),
+            String::from_utf8_lossy(&r.body)
+        );
+        reply(ok(text.as_bytes()))
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.timeout = Duration::from_secs(10);
+    let req: &[u8] = b"POST /split HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n3;e=\"q\"\r\nabc\r\n0\r\nT: 1\r\n\r\n";
+    for cut in 1..req.len() {
+        c.send(&req[..cut]);
+        thread::sleep(Duration::from_millis(3));
+        c.send(&req[cut..]);
+        let r = c.read_response(false);
+        assert_eq!(r.status(), 200, "cut at {cut}");
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            "/split 1 [3;e=\"q\"\r\nabc\r\n0\r\nT: 1\r\n\r\n]",
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn a_chunked_response_split_at_every_byte_offset_passes_byte_exact() {
+    let body: &[u8] = b"4;ext=v\r\nwxyz\r\n1\r\n!\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let head: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let backend = HttpBackend::start(move |p| {
+        let mut n = 1;
+        while p.read_request().is_some() {
+            let cut = n.min(body.len() - 1);
+            let ok = p.write(head) && p.write(&body[..cut]);
+            thread::sleep(Duration::from_millis(3));
+            if !ok || !p.write(&body[cut..]) {
+                return;
+            }
+            n += 1;
+        }
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.timeout = Duration::from_secs(10);
+    for n in 1..body.len() {
+        let r = c.roundtrip(&get(&format!("/{n}")));
+        assert_eq!(r.status(), 200, "cut at {n}");
+        assert_eq!(r.body, body, "cut at {n}");
+    }
+    assert_eq!(
+        backend.request_conns(),
+        1,
+        "one backend connection throughout"
+    );
+}
+
+#[test]
 fn a_chunked_http10_response_does_not_keep_its_backend_connection() {
     // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty
     // framing; the connection is closed after the message.
