@@ -209,3 +209,31 @@ fn an_http10_client_never_gets_an_interim_response() {
     assert_eq!(c.read_response(false).status(), 103);
     assert_eq!(c.read_response(false).body, b"ok");
 }
+
+#[test]
+fn a_close_delimited_response_is_not_cut_when_the_client_sent_more_meanwhile() {
+    // The client pipelines a second request ferry has not read when the
+    // response ends: closing at once would reset the connection (unread
+    // data) and drop the response's tail still in the socket's send queue.
+    let n = 2 * MIB;
+    let body = payload(n, 5);
+    let b2 = body.clone();
+    let backend = HttpBackend::serve(move |_| {
+        let mut v = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        v.extend_from_slice(&b2);
+        reply_then(v, Then::Close)
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::new(connect_small_rcvbuf(proxy.addr, 4 * KIB));
+    c.send(&get("/big"));
+    thread::sleep(Duration::from_millis(100));
+    c.send(&get("/next"));
+    let head = c.read_head();
+    assert_eq!(head.status(), 200);
+    let (rest, how) = c.read_until_closed();
+    assert_eq!(rest.len(), n, "the whole close-delimited body ({how:?})");
+    assert!(rest == body, "close-delimited body differs");
+    assert_eq!(how, Closed::Eof, "a clean close after the body");
+    drop(c);
+    proxy.wait_idle();
+}

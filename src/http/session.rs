@@ -516,7 +516,13 @@ fn progress(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
             }
         }
         Framing::Stream if pair.to_client.state == FlowState::Shut => {
-            Action::Close(CloseReason::Done)
+            // A close-delimited response was delivered and the client's
+            // write side shut. Linger rather than close: bytes the client
+            // sent meanwhile (a pipelined request) are still unread, and a
+            // close would reset the connection and drop the response's tail
+            // from the send queue.
+            start_closing(pair, ctx);
+            Action::Release { reuse: false }
         }
         Framing::Stream => Action::Wait,
         Framing::Complete
