@@ -237,3 +237,34 @@ fn a_close_delimited_response_is_not_cut_when_the_client_sent_more_meanwhile() {
     drop(c);
     proxy.wait_idle();
 }
+
+#[test]
+fn an_early_response_reaches_the_client_when_the_backend_resets_during_the_upload() {
+    // A backend refuses an upload at once and closes with the body unread
+    // (which resets the connection): its answer must still reach the client.
+    let backend = HttpBackend::start(|p| {
+        if p.read_request_head().is_none() {
+            return;
+        }
+        p.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large");
+        p.set_reset_on_close();
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    for i in 0..5 {
+        let mut c = HttpConn::connect(proxy.addr);
+        c.timeout = Duration::from_secs(10);
+        let n = 64 * MIB;
+        c.send(format!("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {n}\r\n\r\n").as_bytes());
+        let mut w = c.s.try_clone().unwrap();
+        let writer = thread::spawn(move || {
+            let _ = write_stream(&mut w, n, 1);
+        });
+        let r = c.try_read_response(false);
+        let _ = c.s.shutdown(Shutdown::Both);
+        writer.join().unwrap();
+        let r = r.unwrap_or_else(|e| panic!("try {i}: no response to the client: {e}"));
+        assert_eq!(r.status(), 413, "try {i}");
+        assert_eq!(r.body, b"too large", "try {i}");
+    }
+    proxy.wait_idle();
+}

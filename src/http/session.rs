@@ -59,6 +59,9 @@ pub struct Exchange {
     pub backend_reusable: bool,
     /// After a 101: both directions are a byte tunnel.
     pub tunnel: bool,
+    /// The backend stopped taking the request body (it failed while the
+    /// body was going to it): the rest is dropped, the response still read.
+    pub abandoned: bool,
     /// The first byte of a request head arrived (the header timer runs).
     pub head_started: bool,
     /// Closing: the client's write side was shut.
@@ -96,6 +99,7 @@ impl Default for Exchange {
             response_started: false,
             backend_reusable: false,
             tunnel: false,
+            abandoned: false,
             head_started: false,
             shut_sent: false,
             timed_out: false,
@@ -265,6 +269,9 @@ pub fn on_error(
     ctx: &mut Ctx,
 ) -> Action {
     match reason {
+        CloseReason::Error(Side::Backend, _) if body_still_going(pair) => {
+            abandon_request(pair, ctx)
+        }
         CloseReason::Error(Side::Backend, _)
             if !pair.exchange.response_started && pair.phase == Phase::Relaying =>
         {
@@ -273,6 +280,32 @@ pub fn on_error(
         CloseReason::Invalid(Side::Client, _) => answer_with(pair, 400, ctx),
         other => Action::Close(other),
     }
+}
+
+/// Whether the request body is still on its way to the backend.
+fn body_still_going(pair: &Pair) -> bool {
+    let ex = &pair.exchange;
+    pair.phase == Phase::Relaying
+        && ex.has_body
+        && !ex.tunnel
+        && !ex.abandoned
+        && (pair.to_backend.framing() != Framing::Complete || pair.to_backend.pending() > 0)
+}
+
+/// The backend failed while the request body was going to it. A server may
+/// refuse a body early (413, 401...) and close without reading the rest,
+/// which resets the connection; its answer was sent before and can still be
+/// read. So the rest of the request is dropped and the response awaited as
+/// usual; the connection ends after it. (If no answer came, reading finds
+/// the end of stream and the client gets a 502.)
+fn abandon_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
+    let ex = &mut pair.exchange;
+    ex.abandoned = true;
+    ex.client_keep_alive = false;
+    ex.backend_reusable = false;
+    pair.to_backend.release(ctx.pools);
+    let _ = pair.to_backend.set_framing(Framing::Discard, ctx.pools);
+    Action::Again
 }
 
 /// The pair's timer fired.
@@ -493,7 +526,8 @@ fn progress(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
         // however long the client takes to receive what ferry holds.
         pair.exchange.backend_done_at = ctx.now_ns;
     }
-    let request_done = pair.to_backend.framing() == Framing::Complete;
+    // An abandoned request has gone as far as it will.
+    let request_done = pair.to_backend.framing() == Framing::Complete || pair.exchange.abandoned;
     if pair.to_backend.state != FlowState::Open && !request_done {
         // The client went away in the middle of its request.
         return Action::Close(CloseReason::Error(Side::Client, libc::ECONNRESET));
@@ -612,7 +646,7 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
         || head.body == BodyKind::UntilClose
         || !client_may_send_more(&pair.to_backend);
     ex.client_keep_alive = !close;
-    ex.backend_reusable = head.keep_alive;
+    ex.backend_reusable = head.keep_alive && !ex.abandoned;
     let directive = if close {
         ClientConnection::Close
     } else if ex.client_minor == 0 {
