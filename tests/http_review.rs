@@ -268,3 +268,20 @@ fn an_early_response_reaches_the_client_when_the_backend_resets_during_the_uploa
     }
     proxy.wait_idle();
 }
+
+#[test]
+fn a_slow_upload_longer_than_the_backend_timeout_is_not_answered_504() {
+    // The backend cannot answer before it has the body; its timeout runs
+    // from the last byte it was sent, not from the request's start.
+    let backend = HttpBackend::serve(|r| reply(ok(format!("got {}", r.body.len()).as_bytes())));
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--backend-timeout", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\n\r\n");
+    for _ in 0..4 {
+        thread::sleep(Duration::from_millis(600));
+        c.send(&[b'x'; 10]);
+    }
+    let r = c.read_response(false);
+    assert_eq!(r.status(), 200, "{:?}", String::from_utf8_lossy(&r.bytes()));
+    assert_eq!(r.body, b"got 40");
+}

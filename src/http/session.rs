@@ -323,6 +323,13 @@ pub fn on_timeout(pair: &mut Pair, ctx: &mut Ctx) -> Action {
             Action::ConnectFailed
         }
         Phase::Relaying if !pair.exchange.response_started && !pair.exchange.tunnel => {
+            // The backend's time runs from the last request byte sent to it:
+            // a client still uploading a body slowly is no backend delay.
+            let until = pair.last_active + ctx.ticks.backend;
+            if ctx.tick < until {
+                pair.deadline = until;
+                return Action::Wait;
+            }
             pair.exchange.timed_out = true;
             answer_with(pair, 504, ctx)
         }
