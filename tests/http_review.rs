@@ -285,3 +285,29 @@ fn a_slow_upload_longer_than_the_backend_timeout_is_not_answered_504() {
     assert_eq!(r.status(), 200, "{:?}", String::from_utf8_lossy(&r.bytes()));
     assert_eq!(r.body, b"got 40");
 }
+
+#[test]
+fn an_answer_before_the_request_body_is_complete_says_connection_close() {
+    // ferry closes the client after such an answer (the rest of the body
+    // cannot follow it): the answer must say so.
+    let backend = HttpBackend::start(|p| {
+        if p.read_request_head().is_none() {
+            return;
+        }
+        if p.write(&status_response(413, "Payload Too Large", b"no")) {
+            p.wait_eof();
+        }
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\npartial");
+    let r = c.read_response(false);
+    assert_eq!(r.status(), 413);
+    assert!(
+        r.head.lists("connection", "close"),
+        "the early answer must announce the close: {}",
+        r.head.text()
+    );
+    let (_, how) = c.read_until_closed();
+    assert_eq!(how, Closed::Eof);
+}

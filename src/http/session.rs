@@ -648,9 +648,14 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
         pair.deadline = ctx.tick + ctx.ticks.idle;
         return Action::Again;
     }
+    // A backend that answers before the request body is all here ends the
+    // connection after its answer (the rest of the body cannot follow), so
+    // the client is told (RFC 9110 15, RFC 9112 9.6).
+    let answered_early = pair.to_backend.framing() != Framing::Complete;
     let close = !ex.client_keep_alive
         || ctx.winding_down
         || head.body == BodyKind::UntilClose
+        || answered_early
         || !client_may_send_more(&pair.to_backend);
     ex.client_keep_alive = !close;
     ex.backend_reusable = head.keep_alive && !ex.abandoned;
