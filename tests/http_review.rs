@@ -311,3 +311,35 @@ fn an_answer_before_the_request_body_is_complete_says_connection_close() {
     let (_, how) = c.read_until_closed();
     assert_eq!(how, Closed::Eof);
 }
+
+#[test]
+fn a_client_flooding_a_lingering_connection_is_drained_not_closed_as_stalled() {
+    // After ferry's answer the client's bytes are read and dropped until it
+    // closes; reading fast is progress, not a stall (which would close at
+    // once and reset the connection).
+    let backend = HttpBackend::fixed(&ok(b"unused"));
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"GET / HTTP/1.1\r\nX-No-Host: 1\r\n\r\n");
+    let mut w = c.s.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let ok = write_stream(&mut w, 48 * MIB, 2).is_ok();
+        let _ = w.shutdown(Shutdown::Write);
+        ok
+    });
+    let r = c.read_response(false);
+    assert_eq!(r.status(), 400);
+    let (_, how) = c.read_until_closed();
+    let wrote_all = writer.join().unwrap();
+    assert!(
+        wrote_all,
+        "the client's bytes were refused (reset) while ferry lingered"
+    );
+    assert_eq!(how, Closed::Eof);
+    let report = proxy.wait_idle();
+    assert_eq!(
+        report.u("pairs_stalled"),
+        0,
+        "a draining pair was closed as stalled"
+    );
+}
