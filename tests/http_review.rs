@@ -372,3 +372,51 @@ fn many_pipelined_requests_answered_407_by_ferry_itself_are_all_answered() {
     }
     assert_eq!(proxy.report().u("pairs_stalled"), 0);
 }
+
+/// A chunked body whose chunk sizes straddle the 16 KiB buffer, so size
+/// lines and chunk ends fall at many offsets around each read's end.
+fn boundary_chunks(seed: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, size) in (16_370..16_400).step_by(3).enumerate() {
+        out.extend_from_slice(format!("{size:x};i={i}\r\n").as_bytes());
+        out.extend_from_slice(&payload(size, seed + i as u64));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\nX-End: 1\r\n\r\n");
+    out
+}
+
+#[test]
+fn chunks_straddling_the_buffer_pass_byte_exact_both_ways_with_the_next_request_intact() {
+    let down = boundary_chunks(100);
+    let d2 = down.clone();
+    let backend = HttpBackend::serve(move |r| {
+        if r.head.target() == "/next" {
+            return reply(ok(b"next"));
+        }
+        let mut v = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        v.extend_from_slice(&d2);
+        reply(v)
+    });
+    let up = boundary_chunks(200);
+    for splice in ["on", "off"] {
+        let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--splice", splice]);
+        let mut c = HttpConn::connect(proxy.addr);
+        let mut req =
+            b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        req.extend_from_slice(&up);
+        req.extend_from_slice(&get("/next"));
+        c.send(&req);
+        let r = c.read_response(false);
+        assert!(
+            r.body == down,
+            "--splice {splice}: chunked response changed"
+        );
+        let r = c.read_response(false);
+        assert_eq!(r.body, b"next", "--splice {splice}: the pipelined request");
+    }
+    let got = backend.wait_requests(4, DEADLINE);
+    for r in got.iter().filter(|r| r.head.target() == "/up") {
+        assert!(r.body == up, "chunked request changed on its way");
+    }
+}
