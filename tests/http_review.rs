@@ -420,3 +420,48 @@ fn chunks_straddling_the_buffer_pass_byte_exact_both_ways_with_the_next_request_
         assert!(r.body == up, "chunked request changed on its way");
     }
 }
+
+#[test]
+fn a_backend_closing_after_every_byte_offset_of_its_response_never_hangs_the_client() {
+    // Cut after k bytes: no head yet -> 502; a partial head -> 502; a
+    // partial body -> the client sees the head, at most the bytes sent, and
+    // a close; the whole message -> the whole response, and no hang anywhere.
+    let resp: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabcdef";
+    let head_len = resp.len() - 6;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n2 = next.clone();
+    let backend = HttpBackend::start(move |p| {
+        if p.read_request().is_none() {
+            return;
+        }
+        let k = n2.load(std::sync::atomic::Ordering::SeqCst);
+        let _ = p.write(&resp[..k]);
+        let _ = p.conn.s.shutdown(Shutdown::Both);
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--pool-size", "0"]);
+    for k in 0..=resp.len() {
+        next.store(k, std::sync::atomic::Ordering::SeqCst);
+        let mut c = HttpConn::connect(proxy.addr);
+        c.timeout = Duration::from_secs(10);
+        c.send(&get(&format!("/{k}")));
+        if k == resp.len() {
+            // Whole: the client's connection goes on.
+            assert_eq!(c.read_response(false).body, b"abcdef");
+            continue;
+        }
+        let (got, _how) = c.read_until_closed();
+        if k < head_len {
+            assert!(
+                got.starts_with(b"HTTP/1.1 502 "),
+                "cut at {k}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        } else {
+            let h = Head::parse(&got[..find(&got, b"\r\n\r\n").unwrap() + 4]);
+            assert_eq!(h.status(), 200, "cut at {k}");
+            let body = &got[h.raw.len()..];
+            assert_eq!(body, &resp[head_len..k], "cut at {k}");
+        }
+    }
+    proxy.wait_idle();
+}
