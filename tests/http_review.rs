@@ -1,8 +1,13 @@
-//! HTTP mode, cases found in a review of the session and the relay: heads
-//! and chunked bodies split at every byte offset, interim responses that
-//! leave little room for the final head, pipelined requests followed by the
-//! client's half-close, keep-alive after an HTTP/1.0 chunked response, 1xx
-//! and HTTP/1.0 clients, and close-delimited responses to slow clients.
+//! HTTP mode, cases found in a review of the session and the relay: heads,
+//! requests and chunked bodies split at every byte offset; chunks
+//! straddling the buffer; a backend closing after every byte of its
+//! response; a large interim response before a large final head;
+//! pipelined requests followed by the client's half-close; keep-alive after
+//! an HTTP/1.0 chunked response; 1xx and HTTP/1.0 clients; close-delimited
+//! responses to clients that sent more; early answers (Connection: close,
+//! and a backend that resets during the upload); a slow upload longer than
+//! the backend timeout; a client flooding a lingering connection; a long
+//! pipeline of forward-mode 407s (ignored: a known bug in the worker).
 
 mod common;
 
