@@ -6,7 +6,8 @@
 //! an HTTP/1.0 chunked response; 1xx and HTTP/1.0 clients; close-delimited
 //! responses to clients that sent more; early answers (Connection: close,
 //! and a backend that resets during the upload); a slow upload longer than
-//! the backend timeout; a client flooding a lingering connection; a long
+//! the backend timeout; a whole response followed by a reset; a client
+//! flooding a lingering connection; a long
 //! pipeline of forward-mode 407s (ignored: a known bug in the worker).
 
 mod common;
@@ -467,6 +468,32 @@ fn a_backend_closing_after_every_byte_offset_of_its_response_never_hangs_the_cli
             let body = &got[h.raw.len()..];
             assert_eq!(body, &resp[head_len..k], "cut at {k}");
         }
+    }
+    proxy.wait_idle();
+}
+
+#[test]
+fn a_whole_response_followed_by_a_reset_reaches_the_client() {
+    // A backend that answers and closes with a reset (SO_LINGER 0, or
+    // unread request bytes): the response and the reset often arrive in one
+    // event; the reset must not turn the response read with it into a 502.
+    let backend = HttpBackend::start(|p| {
+        if p.read_request().is_some() && p.write(&ok(b"whole")) {
+            p.set_reset_on_close();
+        }
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--pool-size", "0"]);
+    for i in 0..40 {
+        let mut c = HttpConn::connect(proxy.addr);
+        c.timeout = Duration::from_secs(10);
+        let r = c.roundtrip(&get(&format!("/{i}")));
+        assert_eq!(
+            r.status(),
+            200,
+            "try {i}: {:?}",
+            String::from_utf8_lossy(&r.bytes())
+        );
+        assert_eq!(r.body, b"whole", "try {i}");
     }
     proxy.wait_idle();
 }

@@ -269,6 +269,13 @@ pub fn on_error(
     ctx: &mut Ctx,
 ) -> Action {
     match reason {
+        CloseReason::Error(Side::Backend, _) if response_unread(pair) => {
+            // The backend reset after sending (part of) its response, which
+            // the relay read before the error: judge those bytes as if it had
+            // closed (a whole response still reaches the client).
+            pair.to_client.state = FlowState::Draining;
+            progress(pair, conn, ctx)
+        }
         CloseReason::Error(Side::Backend, _) if body_still_going(pair) => {
             abandon_request(pair, ctx)
         }
@@ -280,6 +287,15 @@ pub fn on_error(
         CloseReason::Invalid(Side::Client, _) => answer_with(pair, 400, ctx),
         other => Action::Close(other),
     }
+}
+
+/// Whether response bytes wait in the buffer for their head to be parsed.
+fn response_unread(pair: &Pair) -> bool {
+    pair.phase == Phase::Relaying
+        && !pair.exchange.tunnel
+        && pair.to_client.state == FlowState::Open
+        && pair.to_client.framing() == Framing::Head
+        && pair.to_client.leftover() > 0
 }
 
 /// Whether the request body is still on its way to the backend.
