@@ -7,8 +7,8 @@
 //! responses to clients that sent more; early answers (Connection: close,
 //! and a backend that resets during the upload); a slow upload longer than
 //! the backend timeout; a whole response followed by a reset; a client
-//! flooding a lingering connection; a long
-//! pipeline of forward-mode 407s (ignored: a known bug in the worker).
+//! flooding a lingering connection; a long pipeline of forward-mode 407s
+//! (ignored: a known bug in the worker).
 
 mod common;
 
