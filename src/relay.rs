@@ -585,6 +585,10 @@ impl Flow {
                     src_ready.clear(Ready::READ);
                 }
                 match self.scan(pools) {
+                    // Dropping bytes is this flow's work while it lingers:
+                    // counted as moved, a fast sender uses up the pair's
+                    // budget (fairness) instead of looking like a stall.
+                    Ok(()) if self.framing == Framing::Discard => Step::Worked(n),
                     Ok(()) => Step::Worked(0),
                     Err(why) => Step::Invalid(why),
                 }

@@ -311,7 +311,10 @@ pub fn parse_response(buf: &[u8], method: Method, max_head: usize) -> Parsed<Res
             None => BodyKind::UntilClose,
         }
     };
-    let allows = f.persistent(minor);
+    // Transfer-Encoding in HTTP/1.0 is faulty framing: the sender may have
+    // kept part of the message back, so the connection ends after it
+    // (RFC 9112 6.1).
+    let allows = f.persistent(minor) && !(f.transfer_encoding && minor == 0);
     Parsed::Complete(ResponseHead {
         status,
         minor,

@@ -31,7 +31,7 @@ use crate::forward::request::{judge, Verdict};
 use crate::forward::resolver::{Asked, Cached, Dns};
 use crate::net::sys;
 use crate::pair::{CloseReason, Pair, Phase};
-use crate::relay::{FlowState, Framing, Pools, PrefixError};
+use crate::relay::{Flow, FlowState, Framing, Pools, PrefixError};
 use crate::stats::Counters;
 use crate::token::Side;
 use slab::Slab;
@@ -59,6 +59,9 @@ pub struct Exchange {
     pub backend_reusable: bool,
     /// After a 101: both directions are a byte tunnel.
     pub tunnel: bool,
+    /// The backend stopped taking the request body (it failed while the
+    /// body was going to it): the rest is dropped, the response still read.
+    pub abandoned: bool,
     /// The first byte of a request head arrived (the header timer runs).
     pub head_started: bool,
     /// Closing: the client's write side was shut.
@@ -96,6 +99,7 @@ impl Default for Exchange {
             response_started: false,
             backend_reusable: false,
             tunnel: false,
+            abandoned: false,
             head_started: false,
             shut_sent: false,
             timed_out: false,
@@ -265,6 +269,16 @@ pub fn on_error(
     ctx: &mut Ctx,
 ) -> Action {
     match reason {
+        CloseReason::Error(Side::Backend, _) if response_unread(pair) => {
+            // The backend reset after sending (part of) its response, which
+            // the relay read before the error: judge those bytes as if it had
+            // closed (a whole response still reaches the client).
+            pair.to_client.state = FlowState::Draining;
+            progress(pair, conn, ctx)
+        }
+        CloseReason::Error(Side::Backend, _) if body_still_going(pair) => {
+            abandon_request(pair, ctx)
+        }
         CloseReason::Error(Side::Backend, _)
             if !pair.exchange.response_started && pair.phase == Phase::Relaying =>
         {
@@ -273,6 +287,41 @@ pub fn on_error(
         CloseReason::Invalid(Side::Client, _) => answer_with(pair, 400, ctx),
         other => Action::Close(other),
     }
+}
+
+/// Whether response bytes wait in the buffer for their head to be parsed.
+fn response_unread(pair: &Pair) -> bool {
+    pair.phase == Phase::Relaying
+        && !pair.exchange.tunnel
+        && pair.to_client.state == FlowState::Open
+        && pair.to_client.framing() == Framing::Head
+        && pair.to_client.leftover() > 0
+}
+
+/// Whether the request body is still on its way to the backend.
+fn body_still_going(pair: &Pair) -> bool {
+    let ex = &pair.exchange;
+    pair.phase == Phase::Relaying
+        && ex.has_body
+        && !ex.tunnel
+        && !ex.abandoned
+        && (pair.to_backend.framing() != Framing::Complete || pair.to_backend.pending() > 0)
+}
+
+/// The backend failed while the request body was going to it. A server may
+/// refuse a body early (413, 401...) and close without reading the rest,
+/// which resets the connection; its answer was sent before and can still be
+/// read. So the rest of the request is dropped and the response awaited as
+/// usual; the connection ends after it. (If no answer came, reading finds
+/// the end of stream and the client gets a 502.)
+fn abandon_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
+    let ex = &mut pair.exchange;
+    ex.abandoned = true;
+    ex.client_keep_alive = false;
+    ex.backend_reusable = false;
+    pair.to_backend.release(ctx.pools);
+    let _ = pair.to_backend.set_framing(Framing::Discard, ctx.pools);
+    Action::Again
 }
 
 /// The pair's timer fired.
@@ -290,6 +339,13 @@ pub fn on_timeout(pair: &mut Pair, ctx: &mut Ctx) -> Action {
             Action::ConnectFailed
         }
         Phase::Relaying if !pair.exchange.response_started && !pair.exchange.tunnel => {
+            // The backend's time runs from the last request byte sent to it:
+            // a client still uploading a body slowly is no backend delay.
+            let until = pair.last_active + ctx.ticks.backend;
+            if ctx.tick < until {
+                pair.deadline = until;
+                return Action::Wait;
+            }
             pair.exchange.timed_out = true;
             answer_with(pair, 504, ctx)
         }
@@ -493,7 +549,8 @@ fn progress(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
         // however long the client takes to receive what ferry holds.
         pair.exchange.backend_done_at = ctx.now_ns;
     }
-    let request_done = pair.to_backend.framing() == Framing::Complete;
+    // An abandoned request has gone as far as it will.
+    let request_done = pair.to_backend.framing() == Framing::Complete || pair.exchange.abandoned;
     if pair.to_backend.state != FlowState::Open && !request_done {
         // The client went away in the middle of its request.
         return Action::Close(CloseReason::Error(Side::Client, libc::ECONNRESET));
@@ -516,7 +573,13 @@ fn progress(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
             }
         }
         Framing::Stream if pair.to_client.state == FlowState::Shut => {
-            Action::Close(CloseReason::Done)
+            // A close-delimited response was delivered and the client's
+            // write side shut. Linger rather than close: bytes the client
+            // sent meanwhile (a pipelined request) are still unread, and a
+            // close would reset the connection and drop the response's tail
+            // from the send queue.
+            start_closing(pair, ctx);
+            Action::Release { reuse: false }
         }
         Framing::Stream => Action::Wait,
         Framing::Complete
@@ -551,6 +614,13 @@ fn count_status(c: &mut Counters, status: u16) {
 }
 
 fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action {
+    if (100..200).contains(&head.status) && head.status != 101 && pair.exchange.client_minor == 0 {
+        // HTTP/1.0 has no interim responses: a 1.0 client would take one for
+        // the final answer (RFC 9110 15.2), so it is dropped here.
+        pair.to_client.consume(head.head_len);
+        let _ = pair.to_client.set_framing(Framing::Head, ctx.pools);
+        return Action::Again;
+    }
     let ex = &mut pair.exchange;
     ex.response_started = true;
     count_status(ctx.counters, head.status);
@@ -565,7 +635,12 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
             .rewrite_head(ctx.pools, head.head_len, |received, out| {
                 write_response(received, ClientConnection::KeepAlive, via, out)
             }) {
-            Ok(()) => Action::Again,
+            Ok(()) => {
+                // The final head may need the whole buffer: move what
+                // followed the interim head (now in the prefix) to the front.
+                let _ = pair.to_client.set_framing(Framing::Head, ctx.pools);
+                Action::Again
+            }
             Err(_) => answer_with(pair, 502, ctx),
         };
     }
@@ -589,12 +664,17 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
         pair.deadline = ctx.tick + ctx.ticks.idle;
         return Action::Again;
     }
+    // A backend that answers before the request body is all here ends the
+    // connection after its answer (the rest of the body cannot follow), so
+    // the client is told (RFC 9110 15, RFC 9112 9.6).
+    let answered_early = pair.to_backend.framing() != Framing::Complete;
     let close = !ex.client_keep_alive
         || ctx.winding_down
         || head.body == BodyKind::UntilClose
-        || pair.to_backend.state != FlowState::Open;
+        || answered_early
+        || !client_may_send_more(&pair.to_backend);
     ex.client_keep_alive = !close;
-    ex.backend_reusable = head.keep_alive;
+    ex.backend_reusable = head.keep_alive && !ex.abandoned;
     let directive = if close {
         ClientConnection::Close
     } else if ex.client_minor == 0 {
@@ -670,7 +750,7 @@ fn finish(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
     pair.to_backend.drop_prefix(ctx.pools);
     pair.to_client.release(ctx.pools);
     pair.to_client.state = FlowState::Open;
-    if ex.client_keep_alive && pair.to_backend.state == FlowState::Open {
+    if ex.client_keep_alive && client_may_send_more(&pair.to_backend) {
         pair.phase = Phase::Waiting;
         pair.exchange = Exchange::default();
         let _ = pair.to_backend.set_framing(Framing::Head, ctx.pools);
@@ -680,6 +760,13 @@ fn finish(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
         start_closing(pair, ctx);
     }
     Action::Release { reuse }
+}
+
+/// Whether another request may follow on the client's connection: it is
+/// still open, or it ended after requests that are already buffered (a
+/// client may pipeline requests and half-close; each gets its answer).
+fn client_may_send_more(to_backend: &Flow) -> bool {
+    to_backend.state == FlowState::Open || to_backend.leftover() > 0
 }
 
 /// Add an exchange's backend time (request sent until the response was
