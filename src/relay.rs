@@ -409,7 +409,9 @@ impl Flow {
         // while the carrier has room, so the source keeps streaming.
         match self.state {
             FlowState::Shut => Step::Blocked,
-            FlowState::Draining if pending == 0 && self.framing == Framing::Stream => {
+            // With no destination yet (a CONNECT whose origin is still being
+            // resolved) the end waits for it, or the FIN would be lost.
+            FlowState::Draining if pending == 0 && self.framing == Framing::Stream && dst >= 0 => {
                 // A failed shutdown means the destination is gone; the next
                 // write or read on it reports that, so it is not an error here.
                 // When the other direction is shut too, the pair closes both

@@ -195,7 +195,6 @@ fn a_request_waiting_for_its_name_is_never_sent_on_the_connection_kept_from_the_
 /// A client that half-closes right after its CONNECT head, while the name
 /// is still being looked up: the origin must get that FIN once connected.
 #[test]
-#[ignore = "bug in relay.rs (a FIN shut toward no backend): fix described in the review report"]
 fn a_half_close_during_a_connects_lookup_reaches_the_origin() {
     let origin = HttpBackend::start(|p| p.wait_eof());
     let port = origin.addr.port().to_string();

@@ -351,7 +351,6 @@ fn a_client_flooding_a_lingering_connection_is_drained_not_closed_as_stalled() {
 }
 
 #[test]
-#[ignore = "known bug, fix belongs in worker/mod.rs: each keep-alive 407 is one session step without waiting, and MAX_SESSION_STEPS (64) closes the pair as stalled"]
 fn many_pipelined_requests_answered_407_by_ferry_itself_are_all_answered() {
     // Forward mode answers a request without credentials itself and keeps
     // the connection: a long pipeline of them is work, not a stalled pair.

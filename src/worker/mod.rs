@@ -502,6 +502,8 @@ impl Worker {
                 self.detach_backend(slot, false);
             }
         }
+        let li = self.pairs[slot].listener as usize;
+        let answered = answers(&self.counters[li]);
         for _ in 0..MAX_SESSION_STEPS {
             let pair = &mut self.pairs[slot];
             let mut conn = pair.backend.map(|c| &mut self.conns[c]);
@@ -530,6 +532,11 @@ impl Worker {
             if !self.apply(slot, action) {
                 return self.drop_kept_while_resolving(slot);
             }
+        }
+        if answers(&self.counters[li]) != answered {
+            // Responses went out (say, a pipeline of ferry's own 407s): that
+            // is work, not a stall; the rest waits for the other pairs' turn.
+            return self.enqueue(slot);
         }
         // A session that keeps changing state without waiting is a bug: close it.
         self.close_pair(slot, CloseReason::Stalled);
@@ -709,4 +716,13 @@ impl Worker {
             self.log(what);
         }
     }
+}
+
+/// Responses a listener's pairs sent so far, ferry's own answers included.
+fn answers(c: &Counters) -> u64 {
+    c.http_responses_1xx
+        + c.http_responses_2xx
+        + c.http_responses_3xx
+        + c.http_responses_4xx
+        + c.http_responses_5xx
 }
