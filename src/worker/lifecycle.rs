@@ -43,7 +43,12 @@ impl Worker {
             self.at_limit = false;
             let socket = self.listeners[i].socket.as_ref().expect("checked above");
             match socket.accept() {
-                Ok((client, peer)) => self.open_pair(i, client, peer.ip()),
+                Ok((client, peer)) => {
+                    self.open_pair(i, client, peer.ip());
+                    if self.accept_paused_until.is_some() {
+                        return; // no descriptor was left for its backend
+                    }
+                }
                 Err(e) => {
                     self.shared.global.release();
                     match e.raw_os_error() {
@@ -51,7 +56,7 @@ impl Worker {
                             self.listeners[i].ready = false;
                             return;
                         }
-                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        _ if out_of_descriptors(&e) => {
                             self.counters[i].accept_errors += 1;
                             self.log_limited(format_args!("accept failed: {e}; pausing accepts"));
                             self.accept_paused_until = Some(self.now + ACCEPT_RETRY);
@@ -113,25 +118,7 @@ impl Worker {
         counters.connections_active += 1;
         self.shared.global.record_peak();
         match mode {
-            Mode::Tcp => {
-                let b = self.listeners[listener].first;
-                match self.open_conn(b, slot) {
-                    Ok(c) => {
-                        let pair = &mut self.pairs[slot];
-                        pair.backend = Some(c);
-                        pair.deadline = self.tick + self.connect_ticks;
-                        self.wheel
-                            .arm(&mut self.pairs, slot, self.tick + self.connect_ticks);
-                    }
-                    Err(e) => {
-                        // close_pair counts and logs the failure.
-                        self.close_pair(
-                            slot,
-                            CloseReason::ConnectFailed(e.raw_os_error().unwrap_or(libc::EIO)),
-                        );
-                    }
-                }
-            }
+            Mode::Tcp => self.connect_tcp(slot),
             Mode::Http | Mode::Forward => {
                 let pair = &mut self.pairs[slot];
                 let mut ctx = session_ctx!(self, listener, slot);
@@ -140,6 +127,43 @@ impl Worker {
                 self.wheel.arm(&mut self.pairs, slot, when);
             }
         }
+    }
+
+    /// Start the backend connect of TCP pair `slot` and arm its timer. With
+    /// no descriptor left for the backend socket the client waits, holding
+    /// no backend, and accepting pauses: dropping it would free the
+    /// descriptor for the next accept, and so drain the whole backlog into
+    /// dropped clients. The pair's timer tries again until the connect
+    /// timeout, counted from the accept, runs out (`Worker::timeout`).
+    pub(super) fn connect_tcp(&mut self, slot: usize) {
+        let pair = &self.pairs[slot];
+        let (li, give_up) = (
+            pair.listener as usize,
+            pair.last_active + self.connect_ticks,
+        );
+        let b = self.listeners[li].first;
+        match self.open_conn(b, slot) {
+            Ok(c) => {
+                let pair = &mut self.pairs[slot];
+                pair.backend = Some(c);
+                pair.deadline = self.tick + self.connect_ticks;
+            }
+            Err(e) if out_of_descriptors(&e) => {
+                self.log_limited(format_args!(
+                    "no descriptor for a backend connection: {e}; pausing accepts"
+                ));
+                self.accept_paused_until = Some(self.now + ACCEPT_RETRY);
+                let retry = self.wheel.deadline(self.now, ACCEPT_RETRY);
+                self.pairs[slot].deadline = retry.min(give_up);
+            }
+            Err(e) => {
+                // close_pair counts and logs the failure.
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                return self.close_pair(slot, CloseReason::ConnectFailed(errno));
+            }
+        }
+        let when = self.pairs[slot].deadline;
+        self.wheel.arm(&mut self.pairs, slot, when);
     }
 
     /// The one way out of the pair slab: returns buffers, pipes, timer, the
@@ -265,4 +289,13 @@ impl Worker {
         }
         self.pairs.is_empty()
     }
+}
+
+/// The process or the system is out of descriptors or socket memory: a
+/// local shortage that passes, not a fault of a peer.
+pub(super) fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }

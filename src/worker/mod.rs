@@ -476,7 +476,15 @@ impl Worker {
     fn drive_tcp(&mut self, slot: usize) {
         loop {
             let pair = &mut self.pairs[slot];
-            let conn = &mut self.conns[pair.backend.expect("a TCP pair always has its backend")];
+            let Some(c) = pair.backend else {
+                // Waiting for a descriptor to connect with (`connect_tcp`).
+                if pair.client_ready.has(Ready::ERROR) {
+                    let reason = CloseReason::Error(Side::Client, libc::ECONNRESET);
+                    self.close_pair(slot, reason);
+                }
+                return;
+            };
+            let conn = &mut self.conns[c];
             let counters = &mut self.counters[pair.listener as usize];
             match pair::drive_tcp(pair, conn, &mut self.pools, counters, self.tick) {
                 Outcome::Idle => return,
@@ -620,6 +628,14 @@ impl Worker {
         let index = pair.listener as usize;
         match self.listeners[index].mode {
             Mode::Tcp => match pair.phase {
+                Phase::Connecting if pair.backend.is_none() => {
+                    if self.tick >= pair.last_active + self.connect_ticks {
+                        let reason = CloseReason::Error(Side::Backend, libc::EMFILE);
+                        self.close_pair(slot, reason);
+                    } else {
+                        self.connect_tcp(slot);
+                    }
+                }
                 Phase::Connecting => self.close_pair(slot, CloseReason::ConnectTimeout),
                 _ if self.tick >= pair.last_active + self.idle_ticks => {
                     self.close_pair(slot, CloseReason::IdleTimeout)

@@ -1,0 +1,299 @@
+//! Engine review: byte order and completeness at the edges of the relay
+//! (bytes still held in a pipe or buffer when a peer ends or resets, splice
+//! switching on mid-stream), edge-triggered progress, and the close paths.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const MODES: [&str; 3] = ["on", "auto", "off"];
+
+/// A backend on 127.0.0.1:0 whose accepted sockets have a small receive
+/// buffer (inherited from the listener), so the proxy's writes to it stall.
+fn small_rcvbuf_backend<F>(rcvbuf: usize, handler: F) -> (SocketAddr, thread::JoinHandle<()>)
+where
+    F: FnOnce(TcpStream) + Send + 'static,
+{
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(rcvbuf).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.listen(16).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let listener: std::net::TcpListener = sock.into();
+    let t = thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.set_write_timeout(Some(DEADLINE)).unwrap();
+        handler(s)
+    });
+    (addr, t)
+}
+
+#[test]
+fn slow_client_gets_every_byte_held_at_backend_eof_in_each_splice_mode() {
+    let n = 3 * MIB + 123;
+    for mode in MODES {
+        let backend = Backend::scripted();
+        let proxy = Proxy::tcp(
+            backend.addr,
+            &["-w", "1", "--max-conns", "16", "--splice", mode],
+        );
+        let baseline = proxy.fd_kinds();
+        let mut s = connect_small_rcvbuf(proxy.addr, 4 * KIB);
+        s.write_all(&header(b'S', n as u64, 31)).unwrap();
+        // Let the backend send everything it can and end while the proxy
+        // still holds bytes for this client.
+        thread::sleep(Duration::from_millis(300));
+        let mut prng = Prng::new(31);
+        let mut got = 0;
+        for _ in 0..20 {
+            read_stream_exact(&mut s, &mut prng, 4 * KIB, DEADLINE);
+            got += 4 * KIB;
+            thread::sleep(Duration::from_millis(5));
+        }
+        let total = read_stream_verify_from(&mut s, &mut prng, got, DEADLINE);
+        assert_eq!(total, n, "--splice {mode}: client got {total} of {n} bytes");
+        drop(s);
+        let r = proxy.wait_idle();
+        assert_eq!(r.u("bytes_backend_to_client"), n as u64, "--splice {mode}");
+        proxy.wait_fds_back_to(baseline, 2);
+    }
+}
+
+#[test]
+fn slow_backend_gets_every_byte_held_at_client_eof_in_each_splice_mode() {
+    let n = 3 * MIB + 321;
+    for mode in MODES {
+        let (addr, backend) = small_rcvbuf_backend(4 * KIB, move |mut s| {
+            // Read nothing for a while: the client's FIN reaches the proxy
+            // while it still holds bytes for this backend.
+            thread::sleep(Duration::from_millis(300));
+            let mut h = Hasher::default();
+            let mut buf = vec![0u8; 4 * KIB];
+            let mut slow = 20;
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => h.update(&buf[..k]),
+                    Err(e) => panic!("backend read: {e}"),
+                }
+                if slow > 0 {
+                    slow -= 1;
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+            s.write_all(&h.digest().to_bytes()).unwrap();
+        });
+        let proxy = Proxy::tcp(addr, &["-w", "1", "--max-conns", "16", "--splice", mode]);
+        let baseline = proxy.fd_kinds();
+        let mut s = connect(proxy.addr);
+        let mut w = s.try_clone().unwrap();
+        let writer = thread::spawn(move || {
+            write_stream(&mut w, n, 41).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let reply = read_to_end_with_deadline(&mut s, DEADLINE);
+        writer.join().unwrap();
+        backend.join().unwrap();
+        assert_eq!(
+            Digest::from_bytes(&reply),
+            digest_of_stream(n, 41),
+            "--splice {mode}: the backend did not receive the upload whole"
+        );
+        drop(s);
+        let r = proxy.wait_idle();
+        assert_eq!(r.u("bytes_client_to_backend"), n as u64, "--splice {mode}");
+        proxy.wait_fds_back_to(baseline, 2);
+    }
+}
+
+/// Echo through the proxy with writes of random sizes and random pauses, so
+/// that reads are sometimes full (auto switches to splice) and sometimes
+/// short, with the destination sometimes full.
+fn jittery_echo(addr: SocketAddr, n: usize, seed: u64) {
+    let mut s = connect_small_rcvbuf(addr, 8 * KIB);
+    let mut w = s.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let data = payload(n, seed);
+        let mut rng = Prng::new(seed ^ 0xabc);
+        let mut at = 0;
+        while at < n {
+            let k = (rng.next_u64() as usize % (40 * KIB) + 1).min(n - at);
+            w.write_all(&data[at..at + k]).unwrap();
+            at += k;
+            if rng.next_u64().is_multiple_of(4) {
+                thread::sleep(Duration::from_millis(rng.next_u64() % 3));
+            }
+        }
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let want = payload(n, seed);
+    let mut got = Vec::with_capacity(n);
+    let mut rng = Prng::new(seed ^ 0xdef);
+    let mut buf = vec![0u8; 64 * KIB];
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let k = rng.next_u64() as usize % buf.len() + 1;
+        match read_some(&mut s, &mut buf[..k], end) {
+            Ok(Some(0)) => break,
+            Ok(Some(m)) => got.extend_from_slice(&buf[..m]),
+            Ok(None) => panic!("no EOF within the deadline ({} of {n} bytes)", got.len()),
+            Err(e) => panic!("read failed after {} bytes: {e}", got.len()),
+        }
+        if rng.next_u64().is_multiple_of(8) {
+            thread::sleep(Duration::from_millis(rng.next_u64() % 4));
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(got.len(), n, "echo length");
+    if got != want {
+        let i = (0..n).find(|&i| got[i] != want[i]).unwrap();
+        panic!("echo differs at byte {i} of {n}");
+    }
+}
+
+#[test]
+fn jittery_echo_keeps_every_byte_in_order_in_each_splice_mode() {
+    for mode in MODES {
+        let backend = Backend::echo();
+        let proxy = Proxy::tcp(
+            backend.addr,
+            &[
+                "-w",
+                "1",
+                "--max-conns",
+                "16",
+                "--splice",
+                mode,
+                "--buffer-size",
+                "1024",
+            ],
+        );
+        let baseline = proxy.fd_kinds();
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let addr = proxy.addr;
+                thread::spawn(move || jittery_echo(addr, 2 * MIB + i * 777, 900 + i as u64))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        proxy.wait_idle();
+        proxy.wait_fds_back_to(baseline, 16);
+    }
+}
+
+/// A descriptor limit under which process `pid` can open exactly `free`
+/// more descriptors (the lowest numbers not in use go first).
+fn limit_leaving(pid: u32, free: usize) -> u64 {
+    let used: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .collect();
+    (0..).filter(|n| !used.contains(n)).nth(free).unwrap()
+}
+
+/// Set the soft descriptor limit of process `pid`; returns the old limits.
+fn set_fd_limit(pid: u32, soft: u64) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads nothing when `new` is null and writes `old`.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(rc, 0, "prlimit get");
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit reads `new`; lowering the soft limit needs no privilege.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit set");
+    old
+}
+
+/// Out of descriptors after accepting a client (none left for its backend
+/// socket), the proxy must not drop that client nor drain the backlog by
+/// accepting and dropping the others: they all wait, without spinning, and
+/// are served once descriptors free up.
+#[test]
+fn clients_wait_when_no_descriptor_is_left_for_the_backend_socket() {
+    let backend = Backend::echo();
+    let proxy = Proxy::tcp(
+        backend.addr,
+        &["-w", "1", "--max-conns", "64", "--splice", "off"],
+    );
+    let baseline = proxy.fd_kinds();
+    let mut live = Vec::new();
+    for i in 0..2 {
+        let mut s = connect(proxy.addr);
+        s.write_all(b"ping").unwrap();
+        assert_eq!(
+            read_exact_with_deadline(&mut s, 4, DEADLINE),
+            b"ping",
+            "client {i}"
+        );
+        live.push(s);
+    }
+    // One descriptor left: enough to accept a client, not to connect for it.
+    let old = set_fd_limit(proxy.pid(), limit_leaving(proxy.pid(), 1));
+    let mut waiting = Vec::new();
+    for i in 0..4 {
+        let mut s = connect(proxy.addr);
+        s.write_all(format!("waiting-{i}").as_bytes()).unwrap();
+        waiting.push(s);
+    }
+    let t0 = proxy.cpu_ticks();
+    thread::sleep(Duration::from_secs(1));
+    let used = proxy.cpu_ticks() - t0;
+    for (i, s) in waiting.iter().enumerate() {
+        if let Err(what) = nothing_readable(s) {
+            panic!("client {i} was not kept waiting while descriptors ran out: {what}");
+        }
+    }
+    let hz = clock_ticks_per_second();
+    assert!(
+        used < hz / 5,
+        "proxy used {used} CPU ticks ({hz}/s) in 1 s while out of descriptors: it spins"
+    );
+    let r = proxy.report();
+    assert_eq!(
+        r.u("backend_connect_failures"),
+        0,
+        "running out of descriptors is not the backend's failure"
+    );
+    set_fd_limit(proxy.pid(), old.rlim_cur);
+    drop(live);
+    for (i, s) in waiting.iter_mut().enumerate() {
+        let msg = format!("waiting-{i}");
+        let back = read_exact_with_deadline(s, msg.len(), DEADLINE);
+        assert_eq!(back, msg.as_bytes(), "waiting client {i} was not served");
+    }
+    drop(waiting);
+    let r = proxy.wait_idle();
+    assert_eq!(r.u("connections_accepted"), 6);
+    assert_eq!(backend.accepted(), 6);
+    proxy.wait_fds_back_to(baseline, 0);
+}
