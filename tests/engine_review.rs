@@ -297,3 +297,35 @@ fn clients_wait_when_no_descriptor_is_left_for_the_backend_socket() {
     assert_eq!(backend.accepted(), 6);
     proxy.wait_fds_back_to(baseline, 0);
 }
+
+/// HTTP: a request that finds no descriptor left for its backend connection
+/// gets an answer, and the backend, which did nothing wrong, stays in
+/// rotation: the next request, once descriptors are back, is served.
+#[test]
+fn running_out_of_descriptors_does_not_mark_the_backend_down() {
+    let backend = HttpBackend::named("A");
+    // No pool (each request connects) and no health check soon enough to
+    // put a backend marked down back within the test.
+    let proxy = Proxy::http(
+        &[backend.addr],
+        &["-w", "1", "--pool-size", "0", "--health-interval", "600"],
+    );
+    let mut c = HttpConn::connect(proxy.addr);
+    assert_eq!(c.roundtrip(&get("/before")).status(), 200);
+    let old = set_fd_limit(proxy.pid(), limit_leaving(proxy.pid(), 0));
+    let mut c2 = HttpConn::connect(proxy.addr);
+    c2.send(&get("/starved"));
+    // The second client waits in the backlog; the first one's request needs
+    // a backend socket there is no descriptor for.
+    let r = c.roundtrip(&get("/starved"));
+    assert_ne!(r.status(), 200, "served without a backend connection?");
+    set_fd_limit(proxy.pid(), old.rlim_cur);
+    let r = c2.read_response(false);
+    assert_eq!(
+        r.status(),
+        200,
+        "the backend was taken out of rotation for the proxy's own lack of descriptors"
+    );
+    let mut c3 = HttpConn::connect(proxy.addr);
+    assert_eq!(c3.roundtrip(&get("/after")).status(), 200);
+}

@@ -290,12 +290,3 @@ impl Worker {
         self.pairs.is_empty()
     }
 }
-
-/// The process or the system is out of descriptors or socket memory: a
-/// local shortage that passes, not a fault of a peer.
-pub(super) fn out_of_descriptors(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}

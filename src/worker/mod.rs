@@ -714,3 +714,12 @@ impl Worker {
         }
     }
 }
+
+/// The process or the system is out of descriptors or socket memory: a
+/// local shortage that passes, not a fault of a peer.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
