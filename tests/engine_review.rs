@@ -329,3 +329,43 @@ fn running_out_of_descriptors_does_not_mark_the_backend_down() {
     let mut c3 = HttpConn::connect(proxy.addr);
     assert_eq!(c3.roundtrip(&get("/after")).status(), 200);
 }
+
+/// A client that resets while the proxy holds bytes for it (in a pipe with
+/// splice, in a buffer without): the pair closes, and the pipe holding bytes
+/// is closed rather than pooled, so descriptors and counters come back and
+/// the next transfer gets none of the aborted bytes.
+#[test]
+fn client_reset_with_bytes_held_for_it_returns_pipes_buffers_and_descriptors() {
+    for mode in MODES {
+        let backend = Backend::scripted();
+        let proxy = Proxy::tcp(
+            backend.addr,
+            &["-w", "1", "--max-conns", "16", "--splice", mode],
+        );
+        let baseline = proxy.fd_kinds();
+        for round in 0..3 {
+            let mut s = connect_small_rcvbuf(proxy.addr, 4 * KIB);
+            s.write_all(&header(b'S', 64 * MIB as u64, round)).unwrap();
+            // The proxy's carriers fill up behind a client that reads nothing.
+            proxy.wait_report("bytes held for the client", DEADLINE, |r| {
+                r.m("buffers_in_use") + r.m("pipes_in_use") > 0.0
+            });
+            thread::sleep(Duration::from_millis(200));
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(s);
+        }
+        let r = proxy.wait_idle();
+        assert_eq!(r.u("client_aborts"), 3, "--splice {mode}");
+        // A pipe returned with the aborted bytes in it would hand them to
+        // the next transfer.
+        let mut s = connect(proxy.addr);
+        s.write_all(&header(b'S', MIB as u64, 99)).unwrap();
+        let got = read_stream_verify(&mut s, 99, DEADLINE);
+        assert_eq!(got, MIB, "--splice {mode}: transfer after the resets");
+        drop(s);
+        proxy.wait_idle();
+        proxy.wait_fds_back_to(baseline, 2);
+    }
+}
