@@ -369,3 +369,43 @@ fn client_reset_with_bytes_held_for_it_returns_pipes_buffers_and_descriptors() {
         proxy.wait_fds_back_to(baseline, 2);
     }
 }
+
+/// Send `data` as one urgent (out-of-band) byte.
+fn send_urgent(s: &TcpStream, byte: u8) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: one readable byte for the call.
+    let rc = unsafe { libc::send(s.as_raw_fd(), (&byte as *const u8).cast(), 1, libc::MSG_OOB) };
+    assert_eq!(rc, 1, "send MSG_OOB");
+}
+
+/// A peer's urgent byte (telnet sends one for an interrupt) is not relayed
+/// (it is out of band), but the bytes after it must be: a read stops short
+/// at the urgent mark, and a splice cannot pass it at all.
+#[test]
+fn bytes_after_an_urgent_byte_are_relayed_in_each_splice_mode() {
+    for mode in MODES {
+        let backend = Backend::echo();
+        let proxy = Proxy::tcp(
+            backend.addr,
+            &["-w", "1", "--max-conns", "16", "--splice", mode],
+        );
+        let mut s = connect(proxy.addr);
+        s.set_nodelay(true).unwrap();
+        s.write_all(b"before").unwrap();
+        assert_eq!(read_exact_with_deadline(&mut s, 6, DEADLINE), b"before");
+        s.write_all(b"hello").unwrap();
+        send_urgent(&s, b'!');
+        s.write_all(b"world").unwrap();
+        let got = read_exact_with_deadline(&mut s, 10, Duration::from_secs(5));
+        assert_eq!(got, b"helloworld", "--splice {mode}");
+        // Then the same with the end of stream right after the urgent byte.
+        s.write_all(b"again").unwrap();
+        send_urgent(&s, b'!');
+        s.write_all(b"last").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let rest = read_to_end_with_deadline(&mut s, Duration::from_secs(5));
+        assert_eq!(rest, b"againlast", "--splice {mode}");
+        drop(s);
+        proxy.wait_idle();
+    }
+}

@@ -250,7 +250,7 @@ impl Worker {
         self.poll.registry().register(
             &mut stream,
             token::pair(slot, Side::Backend, gen),
-            Interest::READABLE | Interest::WRITABLE,
+            PAIR_INTEREST,
         )?;
         let listener = self.pairs[owner].listener;
         self.conns

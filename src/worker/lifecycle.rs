@@ -92,7 +92,7 @@ impl Worker {
         if let Err(e) = self.poll.registry().register(
             &mut client,
             token::pair(slot, Side::Client, gen),
-            Interest::READABLE | Interest::WRITABLE,
+            PAIR_INTEREST,
         ) {
             self.counters[listener].errors += 1;
             self.log_limited(format_args!("cannot register a connection: {e}"));

@@ -58,6 +58,11 @@ const EVENTS_PER_POLL: usize = 512;
 const ORIGINS_KEPT: usize = 256;
 /// Session steps one drive may take before yielding (a bug guard).
 const MAX_SESSION_STEPS: usize = 64;
+/// What a pair's sockets are registered for (edge-triggered), urgent data
+/// included: a read stops at its mark, so the relay must hear of it.
+const PAIR_INTEREST: Interest = Interest::READABLE
+    .add(Interest::WRITABLE)
+    .add(Interest::PRIORITY);
 
 /// The session's view of its worker and of listener `$index`, from
 /// disjoint fields of the worker (a macro, so the borrows stay field by field).
