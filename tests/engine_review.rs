@@ -409,3 +409,117 @@ fn bytes_after_an_urgent_byte_are_relayed_in_each_splice_mode() {
         proxy.wait_idle();
     }
 }
+
+/// How a stream read to its end finished.
+fn read_until_end(s: &mut TcpStream) -> (usize, Closed) {
+    let end = Instant::now() + DEADLINE;
+    let mut buf = vec![0u8; 64 * KIB];
+    let mut total = 0;
+    loop {
+        match read_some(s, &mut buf, end) {
+            Ok(Some(0)) => return (total, Closed::Eof),
+            Ok(Some(n)) => total += n,
+            Ok(None) => panic!("no end within {DEADLINE:?} after {total} bytes"),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (total, Closed::Reset)
+            }
+            Err(e) => panic!("read failed after {total} bytes: {e}"),
+        }
+    }
+}
+
+/// A client that aborts an upload (a reset, not a FIN) must not look to the
+/// backend like one that finished it: a clean end of stream would make the
+/// truncated upload pass for whole. The reset is passed on.
+#[test]
+fn client_abort_reaches_the_backend_as_a_reset_not_an_end_of_stream() {
+    for mode in MODES {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let backend = Backend::start(move |mut s, _| {
+            let _ = tx.send(read_until_end(&mut s));
+        });
+        let proxy = Proxy::tcp(
+            backend.addr,
+            &["-w", "1", "--max-conns", "16", "--splice", mode],
+        );
+        let mut s = connect(proxy.addr);
+        write_stream(&mut s, 256 * KIB, 5).unwrap();
+        thread::sleep(Duration::from_millis(200));
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+        let (got, how) = rx.recv_timeout(DEADLINE).unwrap();
+        assert_eq!(
+            how,
+            Closed::Reset,
+            "--splice {mode}: the backend saw {got} bytes then a clean end of stream from an aborted client"
+        );
+        let r = proxy.wait_idle();
+        assert_eq!(r.u("client_aborts"), 1, "--splice {mode}");
+    }
+}
+
+/// The mirror: a backend that aborts mid-stream reaches the client as a reset.
+#[test]
+fn backend_abort_reaches_the_client_as_a_reset_not_an_end_of_stream() {
+    for mode in MODES {
+        let backend = Backend::start(|mut s, _| {
+            let mut first = [0u8; 1];
+            s.read_exact(&mut first).unwrap();
+            write_stream(&mut s, 256 * KIB, 6).unwrap();
+            thread::sleep(Duration::from_millis(200));
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        });
+        let proxy = Proxy::tcp(
+            backend.addr,
+            &["-w", "1", "--max-conns", "16", "--splice", mode],
+        );
+        let mut s = connect(proxy.addr);
+        s.write_all(b"go").unwrap();
+        let (got, how) = read_until_end(&mut s);
+        assert_eq!(
+            how,
+            Closed::Reset,
+            "--splice {mode}: the client saw {got} bytes then a clean end of stream from an aborted backend"
+        );
+        drop(s);
+        proxy.wait_idle();
+    }
+}
+
+/// A backend that sends its whole reply and its FIN, then resets (it closed
+/// with the client's bytes unread): the client, slow to read, still gets the
+/// whole reply and a clean end; the reset came after everything.
+#[test]
+fn backend_reset_after_its_whole_reply_still_delivers_it_to_a_slow_client() {
+    let n = 8 * KIB;
+    for mode in MODES {
+        let backend = Backend::start(move |mut s, _| {
+            let mut first = [0u8; 1];
+            s.read_exact(&mut first).unwrap();
+            write_stream(&mut s, n, 7).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            thread::sleep(Duration::from_millis(300));
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        });
+        let proxy = Proxy::tcp(
+            backend.addr,
+            &["-w", "1", "--max-conns", "16", "--splice", mode],
+        );
+        let mut s = connect_small_rcvbuf(proxy.addr, 4 * KIB);
+        s.write_all(b"go").unwrap();
+        // The reset reaches the proxy while the reply still waits for us.
+        proxy.wait_report("the backend's reset", DEADLINE, |r| {
+            r.m("connections_active") == 0.0
+        });
+        let got = read_stream_verify(&mut s, 7, DEADLINE);
+        assert_eq!(got, n, "--splice {mode}: the client got {got} of {n} bytes");
+        drop(s);
+        proxy.wait_idle();
+    }
+}

@@ -3,6 +3,7 @@
 //! stop or drain (a retiring generation).
 
 use super::*;
+use crate::relay::FlowState;
 
 impl Worker {
     pub(super) fn accept_if_due(&mut self) {
@@ -169,6 +170,9 @@ impl Worker {
     /// The one way out of the pair slab: returns buffers, pipes, timer, the
     /// backend connection and the connection slot.
     pub(super) fn close_pair(&mut self, slot: usize, reason: CloseReason) {
+        if let CloseReason::Error(failed, _) = reason {
+            self.pass_abort(slot, failed);
+        }
         self.detach_backend(slot, false);
         self.wheel.cancel(&mut self.pairs, slot);
         let mut pair = self.pairs.remove(slot);
@@ -232,6 +236,30 @@ impl Worker {
         }
         // Dropping `pair` closes the client socket, which also removes it from epoll.
         drop(pair);
+    }
+
+    /// TCP mode: the `failed` side of the pair reset (or its socket failed)
+    /// before the other peer had all its bytes and their end: that peer is
+    /// reset too (SO_LINGER 0), since a FIN would pass a cut stream off as
+    /// a whole one. A peer that has had everything, end included, gets the
+    /// usual FIN, so a reply followed by a close is still delivered whole.
+    fn pass_abort(&mut self, slot: usize, failed: Side) {
+        let pair = &self.pairs[slot];
+        if self.listeners[pair.listener as usize].mode != Mode::Tcp {
+            return; // HTTP: the session judges what a failure means
+        }
+        let (flow, other) = match failed {
+            Side::Client => (
+                &pair.to_backend,
+                pair.backend.map(|c| &self.conns[c].stream),
+            ),
+            Side::Backend => (&pair.to_client, Some(&pair.client)),
+        };
+        if flow.state == FlowState::Open || flow.pending() > 0 {
+            if let Some(stream) = other {
+                let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+            }
+        }
     }
 
     pub(super) fn begin_stop(&mut self) {
