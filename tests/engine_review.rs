@@ -522,3 +522,49 @@ fn backend_reset_after_its_whole_reply_still_delivers_it_to_a_slow_client() {
         proxy.wait_idle();
     }
 }
+
+/// Forward mode: the same shortage for an origin connection is the proxy's
+/// (503), not the origin's failure (502, counted as a connect failure).
+#[test]
+fn forward_request_without_a_descriptor_for_its_origin_gets_503() {
+    let origin = HttpBackend::named("O");
+    let proxy = Proxy::start(&[
+        "-m",
+        "forward",
+        "-l",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "-w",
+        "1",
+        "--pool-size",
+        "0",
+    ]);
+    let request = |path: &str| {
+        format!(
+            "GET http://{}{path} HTTP/1.1\r\nHost: x\r\n\r\n",
+            origin.addr
+        )
+        .into_bytes()
+    };
+    let mut c = HttpConn::connect(proxy.addr);
+    assert_eq!(c.roundtrip(&request("/before")).status(), 200);
+    drop(c);
+    proxy.wait_report("the first client gone", DEADLINE, |r| {
+        r.m("connections_active") == 0.0 && r.m("backend_connections") == 0.0
+    });
+    // One descriptor left: the client is accepted, its origin cannot be reached.
+    let old = set_fd_limit(proxy.pid(), limit_leaving(proxy.pid(), 1));
+    let mut c = HttpConn::connect(proxy.addr);
+    let r = c.roundtrip(&request("/starved"));
+    set_fd_limit(proxy.pid(), old.rlim_cur);
+    assert_eq!(r.status(), 503, "no descriptor for an origin connection");
+    let mut c = HttpConn::connect(proxy.addr);
+    assert_eq!(c.roundtrip(&request("/after")).status(), 200);
+    let r = proxy.report();
+    assert_eq!(
+        r.u("backend_connect_failures"),
+        0,
+        "the proxy's shortage counted as the origin's failure"
+    );
+}

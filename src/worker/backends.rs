@@ -79,9 +79,10 @@ impl Worker {
         }
     }
 
-    /// No descriptor is left for a backend connection: the shortage is the
-    /// proxy's, so no backend is marked down for it; the request gets a 503
-    /// and accepting pauses, as for EMFILE on accept.
+    /// No descriptor is left for a backend (or origin) connection: the
+    /// shortage is the proxy's, so no backend is marked down or counted as
+    /// failing for it; the request gets a 503 and accepting pauses, as for
+    /// EMFILE on accept.
     fn starved(&mut self, slot: usize, e: &io::Error) {
         self.log_limited(format_args!(
             "no descriptor for a backend connection: {e}; pausing accepts"
@@ -146,6 +147,7 @@ impl Worker {
         self.count_pool(li, b, PoolEvent::Miss);
         match self.open_conn(b, slot) {
             Ok(c) => self.attach_connecting(slot, c),
+            Err(e) if out_of_descriptors(&e) => self.starved(slot, &e),
             Err(e) => {
                 self.counters[li].backend_connect_failures += 1;
                 if self.shared.config.verbose {
