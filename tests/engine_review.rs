@@ -369,7 +369,7 @@ fn client_reset_with_bytes_held_for_it_returns_pipes_buffers_and_descriptors() {
     }
 }
 
-/// Send `data` as one urgent (out-of-band) byte.
+/// Send `byte` as urgent (out-of-band) data.
 fn send_urgent(s: &TcpStream, byte: u8) {
     use std::os::fd::AsRawFd;
     // SAFETY: one readable byte for the call.
