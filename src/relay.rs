@@ -14,7 +14,8 @@
 //!   says so: on `EAGAIN`, or on a short read or write, which on Linux means
 //!   the socket was drained or its send buffer filled (a new edge follows any
 //!   later change). A short read does not clear readability when the peer's
-//!   FIN is already known (`RDHUP`), so end of stream is never missed.
+//!   FIN is already known (`RDHUP`), so end of stream is never missed, nor
+//!   once urgent data arrived (`URGENT`), since a read stops at its mark.
 //! * Half-close: end of stream from the source becomes `shutdown(SHUT_WR)` on
 //!   the destination once every byte before it is delivered
 //!   (Open -> Draining -> Shut).
@@ -49,6 +50,11 @@ impl Ready {
     pub const RDHUP: u8 = 4;
     /// The socket has a pending error.
     pub const ERROR: u8 = 8;
+    /// Urgent data arrived (`EPOLLPRI`): a read stops short at its mark even
+    /// with more bytes queued, and a splice cannot pass the mark at all (it
+    /// answers `EAGAIN`, or end of stream once the FIN is in). Until a read
+    /// finds the socket drained, only reads move this socket's bytes.
+    pub const URGENT: u8 = 16;
 
     pub fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
@@ -73,6 +79,9 @@ impl Ready {
         }
         if event.is_error() {
             self.set(Ready::READ | Ready::WRITE | Ready::ERROR);
+        }
+        if event.is_priority() {
+            self.set(Ready::READ | Ready::URGENT);
         }
     }
 }
@@ -534,12 +543,17 @@ impl Flow {
         pools: &mut Pools,
         tally: &mut Tally,
     ) -> Step {
+        let urgent = src_ready.has(Ready::URGENT);
         if self.in_pipe > 0 {
+            if urgent {
+                // Reads take over past the urgent mark once the pipe is empty.
+                return Step::Blocked;
+            }
             // Bytes go on into the pipe after those already in it (order kept).
             let pipe = self.pipe.expect("bytes in the pipe imply a pipe");
             return self.fill_pipe(pipe, self.pipe_limit(), src, src_ready, pools, tally);
         }
-        if let Some(limit) = self.splice_len(pools.splice) {
+        if let Some(limit) = self.splice_len(pools.splice).filter(|_| !urgent) {
             if self.pipe.is_none() {
                 self.pipe = pools.pipes.take();
             }
@@ -583,7 +597,7 @@ impl Flow {
                 } else {
                     self.full_reads = 0;
                 }
-                if n < room && !src_ready.has(Ready::RDHUP) {
+                if n < room && !src_ready.has(Ready::RDHUP | Ready::URGENT) {
                     src_ready.clear(Ready::READ);
                 }
                 match self.scan(pools) {
@@ -596,7 +610,8 @@ impl Flow {
                 }
             }
             Io::WouldBlock => {
-                src_ready.clear(Ready::READ);
+                // Drained: past any urgent mark too.
+                src_ready.clear(Ready::READ | Ready::URGENT);
                 Step::Worked(0)
             }
             Io::Failed(errno) => Step::Fatal {

@@ -68,6 +68,7 @@ impl Worker {
             let addr = self.backends[b].state.addr;
             match self.open_conn(b, slot) {
                 Ok(c) => return self.attach_connecting(slot, c),
+                Err(e) if out_of_descriptors(&e) => return self.starved(slot, &e),
                 Err(e) => {
                     self.counters[li].backend_connect_failures += 1;
                     self.backends[b].state.count_connect_failure();
@@ -75,6 +76,22 @@ impl Worker {
                     self.log_limited(format_args!("connect to {addr} failed: {e}; marked down"));
                 }
             }
+        }
+    }
+
+    /// No descriptor is left for a backend (or origin) connection: the
+    /// shortage is the proxy's, so no backend is marked down or counted as
+    /// failing for it; the request gets a 503 and accepting pauses, as for
+    /// EMFILE on accept.
+    fn starved(&mut self, slot: usize, e: &io::Error) {
+        self.log_limited(format_args!(
+            "no descriptor for a backend connection: {e}; pausing accepts"
+        ));
+        self.accept_paused_until = Some(self.now + ACCEPT_RETRY);
+        let pair = &mut self.pairs[slot];
+        let mut ctx = session_ctx!(self, pair.listener as usize, slot);
+        if let Action::Close(reason) = session::no_backend(pair, true, &mut ctx) {
+            self.close_pair(slot, reason);
         }
     }
 
@@ -130,6 +147,7 @@ impl Worker {
         self.count_pool(li, b, PoolEvent::Miss);
         match self.open_conn(b, slot) {
             Ok(c) => self.attach_connecting(slot, c),
+            Err(e) if out_of_descriptors(&e) => self.starved(slot, &e),
             Err(e) => {
                 self.counters[li].backend_connect_failures += 1;
                 if self.shared.config.verbose {
@@ -234,7 +252,7 @@ impl Worker {
         self.poll.registry().register(
             &mut stream,
             token::pair(slot, Side::Backend, gen),
-            Interest::READABLE | Interest::WRITABLE,
+            PAIR_INTEREST,
         )?;
         let listener = self.pairs[owner].listener;
         self.conns

@@ -3,6 +3,7 @@
 //! stop or drain (a retiring generation).
 
 use super::*;
+use crate::relay::FlowState;
 
 impl Worker {
     pub(super) fn accept_if_due(&mut self) {
@@ -43,7 +44,12 @@ impl Worker {
             self.at_limit = false;
             let socket = self.listeners[i].socket.as_ref().expect("checked above");
             match socket.accept() {
-                Ok((client, peer)) => self.open_pair(i, client, peer.ip()),
+                Ok((client, peer)) => {
+                    self.open_pair(i, client, peer.ip());
+                    if self.accept_paused_until.is_some() {
+                        return; // no descriptor was left for its backend
+                    }
+                }
                 Err(e) => {
                     self.shared.global.release();
                     match e.raw_os_error() {
@@ -51,7 +57,7 @@ impl Worker {
                             self.listeners[i].ready = false;
                             return;
                         }
-                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        _ if out_of_descriptors(&e) => {
                             self.counters[i].accept_errors += 1;
                             self.log_limited(format_args!("accept failed: {e}; pausing accepts"));
                             self.accept_paused_until = Some(self.now + ACCEPT_RETRY);
@@ -87,7 +93,7 @@ impl Worker {
         if let Err(e) = self.poll.registry().register(
             &mut client,
             token::pair(slot, Side::Client, gen),
-            Interest::READABLE | Interest::WRITABLE,
+            PAIR_INTEREST,
         ) {
             self.counters[listener].errors += 1;
             self.log_limited(format_args!("cannot register a connection: {e}"));
@@ -113,25 +119,7 @@ impl Worker {
         counters.connections_active += 1;
         self.shared.global.record_peak();
         match mode {
-            Mode::Tcp => {
-                let b = self.listeners[listener].first;
-                match self.open_conn(b, slot) {
-                    Ok(c) => {
-                        let pair = &mut self.pairs[slot];
-                        pair.backend = Some(c);
-                        pair.deadline = self.tick + self.connect_ticks;
-                        self.wheel
-                            .arm(&mut self.pairs, slot, self.tick + self.connect_ticks);
-                    }
-                    Err(e) => {
-                        // close_pair counts and logs the failure.
-                        self.close_pair(
-                            slot,
-                            CloseReason::ConnectFailed(e.raw_os_error().unwrap_or(libc::EIO)),
-                        );
-                    }
-                }
-            }
+            Mode::Tcp => self.connect_tcp(slot),
             Mode::Http | Mode::Forward => {
                 let pair = &mut self.pairs[slot];
                 let mut ctx = session_ctx!(self, listener, slot);
@@ -142,9 +130,49 @@ impl Worker {
         }
     }
 
+    /// Start the backend connect of TCP pair `slot` and arm its timer. With
+    /// no descriptor left for the backend socket the client waits, holding
+    /// no backend, and accepting pauses: dropping it would free the
+    /// descriptor for the next accept, and so drain the whole backlog into
+    /// dropped clients. The pair's timer tries again until the connect
+    /// timeout, counted from the accept, runs out (`Worker::timeout`).
+    pub(super) fn connect_tcp(&mut self, slot: usize) {
+        let pair = &self.pairs[slot];
+        let (li, give_up) = (
+            pair.listener as usize,
+            pair.last_active + self.connect_ticks,
+        );
+        let b = self.listeners[li].first;
+        match self.open_conn(b, slot) {
+            Ok(c) => {
+                let pair = &mut self.pairs[slot];
+                pair.backend = Some(c);
+                pair.deadline = self.tick + self.connect_ticks;
+            }
+            Err(e) if out_of_descriptors(&e) => {
+                self.log_limited(format_args!(
+                    "no descriptor for a backend connection: {e}; pausing accepts"
+                ));
+                self.accept_paused_until = Some(self.now + ACCEPT_RETRY);
+                let retry = self.wheel.deadline(self.now, ACCEPT_RETRY);
+                self.pairs[slot].deadline = retry.min(give_up);
+            }
+            Err(e) => {
+                // close_pair counts and logs the failure.
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                return self.close_pair(slot, CloseReason::ConnectFailed(errno));
+            }
+        }
+        let when = self.pairs[slot].deadline;
+        self.wheel.arm(&mut self.pairs, slot, when);
+    }
+
     /// The one way out of the pair slab: returns buffers, pipes, timer, the
     /// backend connection and the connection slot.
     pub(super) fn close_pair(&mut self, slot: usize, reason: CloseReason) {
+        if let CloseReason::Error(failed, _) = reason {
+            self.pass_abort(slot, failed);
+        }
         self.detach_backend(slot, false);
         self.wheel.cancel(&mut self.pairs, slot);
         let mut pair = self.pairs.remove(slot);
@@ -208,6 +236,30 @@ impl Worker {
         }
         // Dropping `pair` closes the client socket, which also removes it from epoll.
         drop(pair);
+    }
+
+    /// TCP mode: the `failed` side of the pair reset (or its socket failed)
+    /// before the other peer had all its bytes and their end: that peer is
+    /// reset too (SO_LINGER 0), since a FIN would pass a cut stream off as
+    /// a whole one. A peer that has had everything, end included, gets the
+    /// usual FIN, so a reply followed by a close is still delivered whole.
+    fn pass_abort(&mut self, slot: usize, failed: Side) {
+        let pair = &self.pairs[slot];
+        if self.listeners[pair.listener as usize].mode != Mode::Tcp {
+            return; // HTTP: the session judges what a failure means
+        }
+        let (flow, other) = match failed {
+            Side::Client => (
+                &pair.to_backend,
+                pair.backend.map(|c| &self.conns[c].stream),
+            ),
+            Side::Backend => (&pair.to_client, Some(&pair.client)),
+        };
+        if flow.state == FlowState::Open || flow.pending() > 0 {
+            if let Some(stream) = other {
+                let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+            }
+        }
     }
 
     pub(super) fn begin_stop(&mut self) {

@@ -58,6 +58,11 @@ const EVENTS_PER_POLL: usize = 512;
 const ORIGINS_KEPT: usize = 256;
 /// Session steps one drive may take before yielding (a bug guard).
 const MAX_SESSION_STEPS: usize = 64;
+/// What a pair's sockets are registered for (edge-triggered), urgent data
+/// included: a read stops at its mark, so the relay must hear of it.
+const PAIR_INTEREST: Interest = Interest::READABLE
+    .add(Interest::WRITABLE)
+    .add(Interest::PRIORITY);
 
 /// The session's view of its worker and of listener `$index`, from
 /// disjoint fields of the worker (a macro, so the borrows stay field by field).
@@ -476,7 +481,15 @@ impl Worker {
     fn drive_tcp(&mut self, slot: usize) {
         loop {
             let pair = &mut self.pairs[slot];
-            let conn = &mut self.conns[pair.backend.expect("a TCP pair always has its backend")];
+            let Some(c) = pair.backend else {
+                // Waiting for a descriptor to connect with (`connect_tcp`).
+                if pair.client_ready.has(Ready::ERROR) {
+                    let reason = CloseReason::Error(Side::Client, libc::ECONNRESET);
+                    self.close_pair(slot, reason);
+                }
+                return;
+            };
+            let conn = &mut self.conns[c];
             let counters = &mut self.counters[pair.listener as usize];
             match pair::drive_tcp(pair, conn, &mut self.pools, counters, self.tick) {
                 Outcome::Idle => return,
@@ -639,6 +652,14 @@ impl Worker {
         let index = pair.listener as usize;
         match self.listeners[index].mode {
             Mode::Tcp => match pair.phase {
+                Phase::Connecting if pair.backend.is_none() => {
+                    if self.tick >= pair.last_active + self.connect_ticks {
+                        let reason = CloseReason::Error(Side::Backend, libc::EMFILE);
+                        self.close_pair(slot, reason);
+                    } else {
+                        self.connect_tcp(slot);
+                    }
+                }
                 Phase::Connecting => self.close_pair(slot, CloseReason::ConnectTimeout),
                 _ if self.tick >= pair.last_active + self.idle_ticks => {
                     self.close_pair(slot, CloseReason::IdleTimeout)
@@ -725,4 +746,13 @@ fn answers(c: &Counters) -> u64 {
         + c.http_responses_3xx
         + c.http_responses_4xx
         + c.http_responses_5xx
+}
+
+/// The process or the system is out of descriptors or socket memory: a
+/// local shortage that passes, not a fault of a peer.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
