@@ -1,5 +1,6 @@
 //! Half-close: a FIN in one direction ends only that direction; the other
-//! keeps flowing to its end. A reset from the backend closes the client.
+//! keeps flowing to its end. A reset from the backend closes the client
+//! (with a reset when it still lacked bytes or the end of the stream).
 
 mod common;
 
