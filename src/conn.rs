@@ -29,6 +29,9 @@ pub struct Conn {
     pub reused: bool,
     /// Carrying a request now (counted in its backend's load).
     pub busy: bool,
+    /// Kept with its client (the pool was full): the tick from which it is
+    /// as stale as a pooled connection past `--pool-idle-timeout`.
+    pub kept_until: u64,
     pub timer: TimerNode,
 }
 
@@ -50,6 +53,7 @@ impl Conn {
             requests: 0,
             reused: false,
             busy: false,
+            kept_until: 0,
             timer: TimerNode::default(),
         }
     }

@@ -1,7 +1,8 @@
 //! HTTP mode, the backend connection pool: connections reused across
 //! requests and across clients, counted in the report; pooled connections
 //! the backend closes are evicted; idle ones are closed after
-//! `--pool-idle-timeout`; `--pool-size 0` keeps none; `--pool-max-requests`
+//! `--pool-idle-timeout`, and so is a connection kept with its client;
+//! `--pool-size 0` keeps none; `--pool-max-requests`
 //! bounds the requests per connection; a stale pooled connection is retried
 //! on a fresh one for a GET and never for a POST with a body.
 
@@ -322,4 +323,56 @@ fn connections_retired_at_pool_max_requests_leave_no_time_wait() {
         after <= before + 2,
         "retired backend connections must not linger in TIME_WAIT: {before} before, {after} after 20"
     );
+}
+
+/// A connection kept with its client because the pool was full ages like a
+/// pooled one: after `--pool-idle-timeout` the client's next request goes on
+/// a fresh connection, never into one the backend may be closing (Apache
+/// closes idle keep-alive connections after 5 s, and a POST sent into that
+/// close cannot be retried).
+#[test]
+fn a_connection_kept_with_its_client_is_not_used_after_the_pool_idle_timeout() {
+    let backend = HttpBackend::serve(|r| {
+        if r.head.target() == "/slow" {
+            thread::sleep(Duration::from_millis(300));
+        }
+        reply(ok(format!("A {}", r.head.target()).as_bytes()))
+    });
+    let proxy = Proxy::http(
+        &[backend.addr],
+        &["-w", "1", "--pool-size", "1", "--pool-idle-timeout", "0.5"],
+    );
+    // c2's slow request holds connection 1 while c1's fast one opens
+    // connection 2, which goes to the pool; when connection 1 is released
+    // the pool is full, so it stays with c2.
+    let mut c2 = HttpConn::connect(proxy.addr);
+    c2.send(&get("/slow"));
+    backend.wait_requests(1, DEADLINE);
+    let mut c1 = HttpConn::connect(proxy.addr);
+    assert_eq!(c1.roundtrip(&get("/fast")).body, b"A /fast");
+    assert_eq!(c2.read_response(false).body, b"A /slow");
+    assert_eq!(backend.request_conns(), 2);
+    // Soon after, c2's kept connection serves its next request.
+    assert_eq!(c2.roundtrip(&get("/soon")).body, b"A /soon");
+    assert_eq!(
+        backend.request_conns(),
+        2,
+        "the kept connection was not used"
+    );
+    // Past the pool idle timeout it is not used: a fresh connection is.
+    thread::sleep(Duration::from_millis(900));
+    assert_eq!(c2.roundtrip(&get("/late")).body, b"A /late");
+    let late = backend.requests().last().map(|r| r.conn);
+    let slow = backend
+        .requests()
+        .iter()
+        .find(|r| r.head.target() == "/slow")
+        .map(|r| r.conn);
+    assert_ne!(
+        late, slow,
+        "a request went on a connection kept past the pool idle timeout"
+    );
+    assert_eq!(backend.request_conns(), 3);
+    drop((c1, c2));
+    proxy.wait_idle();
 }

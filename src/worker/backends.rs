@@ -302,6 +302,9 @@ impl Worker {
         {
             conn.requests += 1;
             conn.reused = true;
+            conn.kept_until = self
+                .conn_wheel
+                .deadline(self.now, listener.http.pool_idle_timeout);
             return;
         }
         self.pairs[slot].backend = None;
@@ -335,7 +338,11 @@ impl Worker {
                 .origin
                 .is_none_or(|o| o == self.backends[b].state.addr)
             && self.backends[b].state.is_up()
-            && !conn.ready.has(Ready::READ | Ready::RDHUP | Ready::ERROR);
+            && !conn.ready.has(Ready::READ | Ready::RDHUP | Ready::ERROR)
+            // Idle as long as a pooled connection the pool would have closed
+            // by now: the backend may be closing it (Apache's KeepAliveTimeout
+            // is 5 s), and a POST sent into that close could not be retried.
+            && self.conn_wheel.tick_of(self.now) < conn.kept_until;
         if !usable {
             self.detach_backend(slot, false);
             return false;
