@@ -1,7 +1,8 @@
 //! HTTP mode, the backend connection pool: connections reused across
 //! requests and across clients, counted in the report; pooled connections
 //! the backend closes are evicted; idle ones are closed after
-//! `--pool-idle-timeout`, and so is a connection kept with its client;
+//! `--pool-idle-timeout` (and a connection kept with its client is not used
+//! past it);
 //! `--pool-size 0` keeps none; `--pool-max-requests`
 //! bounds the requests per connection; a stale pooled connection is retried
 //! on a fresh one for a GET and never for a POST with a body.
