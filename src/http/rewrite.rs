@@ -165,14 +165,16 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
     }
     let mut xff: Option<&[u8]> = None;
     let mut via: Option<&[u8]> = None;
+    let mut te_trailers = false;
     for h in req.headers.iter() {
         let name = h.name;
         if absolute.is_some() && name.eq_ignore_ascii_case("host") {
             continue;
         }
         if name.eq_ignore_ascii_case("te") {
-            if list(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
+            if !te_trailers && list(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
                 w.field("TE", b"trailers");
+                te_trailers = true;
             }
             continue;
         }
@@ -203,10 +205,15 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
     if add.via {
         append_via(&mut w, via);
     }
+    // TE is hop-by-hop: whoever sends it must name it in Connection too
+    // (RFC 9110 §10.1.4).
+    let te = if te_trailers { ", TE" } else { "" };
     if upgrading {
-        w.put(b"Connection: upgrade\r\n");
+        let _ = write!(w, "Connection: upgrade{te}\r\n");
     } else if http10 {
-        w.put(b"Connection: keep-alive\r\n");
+        let _ = write!(w, "Connection: keep-alive{te}\r\n");
+    } else if te_trailers {
+        w.put(b"Connection: TE\r\n");
     }
     w.put(b"\r\n");
     w.finish()
@@ -281,6 +288,12 @@ pub fn write_response(
 mod tests {
     use super::*;
 
+    const NONE: AddFields = AddFields {
+        x_forwarded_for: false,
+        x_forwarded_proto: false,
+        via: false,
+    };
+
     const ALL: AddFields = AddFields {
         x_forwarded_for: true,
         x_forwarded_proto: true,
@@ -311,7 +324,7 @@ mod tests {
         assert_eq!(
             out,
             "GET /p?q HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nContent-Length: 0\r\nAccept: */*\r\n\
-             X-Forwarded-For: 1.1.1.1, 10.1.2.3\r\nX-Forwarded-Proto: http\r\nVia: 1.0 a, 1.1 ferry\r\n\r\n"
+             X-Forwarded-For: 1.1.1.1, 10.1.2.3\r\nX-Forwarded-Proto: http\r\nVia: 1.0 a, 1.1 ferry\r\nConnection: TE\r\n\r\n"
         );
     }
 
@@ -373,6 +386,24 @@ mod tests {
             std::str::from_utf8(&out[..n]).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nVia: 1.1 ferry\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_kept_te_is_named_in_connection_with_the_other_options() {
+        let te = "TE: trailers\r\nTE: trailers\r\n";
+        let h11 = request(&format!("GET / HTTP/1.1\r\n{te}\r\n"), false, NONE);
+        assert_eq!(
+            h11,
+            "GET / HTTP/1.1\r\nTE: trailers\r\nConnection: TE\r\n\r\n"
+        );
+        let h10 = request(&format!("GET / HTTP/1.0\r\n{te}\r\n"), false, NONE);
+        assert!(h10.ends_with("Connection: keep-alive, TE\r\n\r\n"), "{h10}");
+        let up = request(
+            &format!("GET / HTTP/1.1\r\n{te}Upgrade: ws\r\n\r\n"),
+            true,
+            NONE,
+        );
+        assert!(up.ends_with("Connection: upgrade, TE\r\n\r\n"), "{up}");
     }
 
     #[test]
