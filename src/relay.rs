@@ -640,7 +640,10 @@ impl Flow {
         *tally.read_ns += elapsed_ns(t0);
         match io {
             Io::Done(0) => {
-                self.state = FlowState::Draining;
+                // A splice also answers 0 at an urgent mark once the FIN is
+                // in, with bytes still queued after it: a read, which steps
+                // over the mark, says whether the stream really ended.
+                src_ready.set(Ready::READ | Ready::URGENT);
                 Step::Worked(0)
             }
             Io::Done(n) => {
