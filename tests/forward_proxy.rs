@@ -730,9 +730,14 @@ fn a_request_to_the_proxy_itself_on_the_wildcard_address_gets_403() {
 #[test]
 fn a_request_to_the_proxy_itself_by_another_spelling_gets_403() {
     let (proxy, port) = forward_allowing_its_own_port();
+    // Literals, and names or numbers only the resolver maps to 127.0.0.1.
     for target in [
         format!("[::ffff:127.0.0.1]:{port}"),
         format!("0.0.0.0:{port}"),
+        format!("127.1:{port}"),
+        format!("2130706433:{port}"),
+        format!("0x7f000001:{port}"),
+        format!("LOCALHOST:{port}"),
     ] {
         refused(
             proxy.addr,
@@ -750,7 +755,7 @@ fn a_request_to_the_proxy_itself_by_another_spelling_gets_403() {
     let r = proxy.wait_idle();
     assert_eq!(
         r.u("connections_accepted"),
-        4,
+        12,
         "the proxy must not have connected to itself"
     );
 }

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -318,42 +318,6 @@ fn odd_proxy_authorization_fields_get_a_407_that_keeps_the_connection() {
         3,
         "only the accepted requests reach the origin"
     );
-}
-
-/// A name or literal spelled unlike the listening address, but resolving to
-/// it, is a loop all the same.
-#[test]
-fn a_request_to_the_proxy_by_a_name_the_resolver_maps_to_it_gets_403() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let args = ["-m", "forward", "-l", "127.0.0.1", "-p", &port, "-w", "1"];
-    let proxy = Proxy::start(&[&args[..], &["--connect-ports", &port]].concat());
-    for host in ["127.1", "2130706433", "0x7f000001", "LOCALHOST"] {
-        let target = format!("{host}:{port}");
-        refused(
-            proxy.addr,
-            &connect_req(&target, ""),
-            403,
-            &format!("CONNECT {target}"),
-        );
-        refused(
-            proxy.addr,
-            &get_abs(&format!("http://{target}/"), ""),
-            403,
-            &format!("GET http://{target}/"),
-        );
-    }
-    let r = proxy.wait_idle();
-    assert_eq!(
-        r.u("connections_accepted"),
-        8,
-        "the proxy connected to itself"
-    );
-    assert_eq!(r.u("forward_denied"), 8);
 }
 
 /// Clients that leave while their names are being looked up (alone, or
