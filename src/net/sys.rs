@@ -158,3 +158,9 @@ pub fn raise_fd_limit() -> u64 {
 pub fn errno_name(e: i32) -> String {
     std::io::Error::from_raw_os_error(e).to_string()
 }
+
+/// Make the socket's coming close a reset (SO_LINGER 0): no FIN, no
+/// TIME_WAIT, and whatever is still queued either way is dropped.
+pub fn reset_on_close(socket: &mio::net::TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO));
+}

@@ -372,7 +372,7 @@ impl Worker {
     /// Close a backend connection with no request in flight: a reset
     /// (SO_LINGER 0) rather than FIN and TIME_WAIT, since no byte is owed.
     pub(super) fn close_conn_idle(&mut self, c: usize) {
-        let _ = socket2::SockRef::from(&self.conns[c].stream).set_linger(Some(Duration::ZERO));
+        sys::reset_on_close(&self.conns[c].stream);
         self.close_conn(c);
     }
 

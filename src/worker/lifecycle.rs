@@ -257,7 +257,7 @@ impl Worker {
         };
         if flow.state == FlowState::Open || flow.pending() > 0 {
             if let Some(stream) = other {
-                let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+                sys::reset_on_close(stream);
             }
         }
     }
