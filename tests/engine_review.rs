@@ -329,6 +329,50 @@ fn running_out_of_descriptors_does_not_mark_the_backend_down() {
     );
 }
 
+/// The health checker that cannot make a socket (the process is out of
+/// descriptors) has learnt nothing about the backend: it must not count a
+/// failed check, let alone take the backend down.
+#[test]
+fn the_health_checker_out_of_descriptors_does_not_fail_the_backend() {
+    let backend = HttpBackend::named("A");
+    // Checks every 0.1 s, one failure takes the backend down, and ten
+    // passes are needed to bring it back: a wrong verdict shows for a second.
+    let proxy = Proxy::http(
+        &[backend.addr],
+        &[
+            "-w",
+            "1",
+            "--pool-size",
+            "0",
+            "--health-interval",
+            "0.1",
+            "--health-fall",
+            "1",
+            "--health-rise",
+            "10",
+        ],
+    );
+    let mut c = HttpConn::connect(proxy.addr);
+    assert_eq!(c.roundtrip(&get("/before")).status(), 200);
+    thread::sleep(Duration::from_millis(300));
+    let old = set_fd_limit(proxy.pid(), limit_leaving(proxy.pid(), 0));
+    // Several checks come due while no descriptor is free.
+    thread::sleep(Duration::from_millis(600));
+    set_fd_limit(proxy.pid(), old.rlim_cur);
+    let r = c.roundtrip(&get("/after"));
+    assert_eq!(
+        r.status(),
+        200,
+        "the checker's own lack of descriptors took the backend down; stderr:\n{}",
+        proxy.stderr()
+    );
+    assert!(
+        !proxy.stderr().contains("is down"),
+        "stderr:\n{}",
+        proxy.stderr()
+    );
+}
+
 /// A client that resets while the proxy holds bytes for it (in a pipe with
 /// splice, in a buffer without): the pair closes, and the pipe holding bytes
 /// is closed rather than pooled, so descriptors and counters come back and

@@ -164,3 +164,12 @@ pub fn errno_name(e: i32) -> String {
 pub fn reset_on_close(socket: &mio::net::TcpStream) {
     let _ = socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO));
 }
+
+/// The process or the system is out of descriptors or socket memory: a
+/// local shortage that passes, not a fault of a peer.
+pub fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

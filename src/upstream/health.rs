@@ -45,19 +45,44 @@ pub struct HealthConfig {
     pub fall: u32,
 }
 
+/// What one probe found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// The checker could not even make a socket (the process is out of
+    /// descriptors or memory): says nothing about the backend.
+    NotRun,
+}
+
 /// Probe `backend` once, waiting at most `timeout` for each step.
-pub fn check(backend: &BackendState, probe: &Probe, timeout: Duration) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&backend.addr, timeout) else {
-        return false;
+pub fn check(backend: &BackendState, probe: &Probe, timeout: Duration) -> Verdict {
+    let mut stream = match TcpStream::connect_timeout(&backend.addr, timeout) {
+        Ok(s) => s,
+        Err(e) if crate::net::sys::out_of_descriptors(&e) => return Verdict::NotRun,
+        Err(_) => return Verdict::Fail,
     };
     let Probe::Http(path) = probe else {
-        return true;
+        return Verdict::Pass;
     };
+    if http_check(&mut stream, &backend.addr, path, timeout) {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    }
+}
+
+/// Send `GET path` and read the status: 2xx or 3xx passes.
+fn http_check(
+    stream: &mut TcpStream,
+    addr: &std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> bool {
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: ferry-health\r\n\r\n",
-        backend.addr
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: ferry-health\r\n\r\n"
     );
     if stream.write_all(request.as_bytes()).is_err() {
         return false;
@@ -91,7 +116,13 @@ pub fn run(backends: Vec<Arc<BackendState>>, config: HealthConfig) {
                 *seen = marks;
                 *passes = 0;
             }
-            if check(backend, &config.probe, timeout) {
+            let verdict = check(backend, &config.probe, timeout);
+            if verdict == Verdict::NotRun {
+                // The streaks stand as they were: the proxy's own shortage
+                // is no failure of the backend (and no pass either).
+                continue;
+            }
+            if verdict == Verdict::Pass {
                 backend.checks_passed.fetch_add(1, Relaxed);
                 *fails = 0;
                 *passes += 1;

@@ -28,6 +28,7 @@ use crate::http::access_log::{AccessLog, Record};
 use crate::http::session::{self, Action, Ctx, Forward, Ticks};
 use crate::io::buffer::BufferPool;
 use crate::io::pipe::PipePool;
+use crate::net::sys::out_of_descriptors;
 use crate::net::{self, sys};
 use crate::pair::{self, CloseReason, Outcome, Pair, Phase};
 use crate::relay::{Pools, Ready};
@@ -746,13 +747,4 @@ fn answers(c: &Counters) -> u64 {
         + c.http_responses_3xx
         + c.http_responses_4xx
         + c.http_responses_5xx
-}
-
-/// The process or the system is out of descriptors or socket memory: a
-/// local shortage that passes, not a fault of a peer.
-fn out_of_descriptors(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
