@@ -29,12 +29,13 @@
 //!   [`admin`] serves them (`/metrics`, `/stats`, `/health`) from two
 //!   blocking threads of its own, never on a worker.
 //! * `alloc_count` is the counting allocator that proves the hot path does
-//!   not allocate.
+//!   not allocate; `argv` hides `--auth` values from `ps`.
 //!
 //! See docs/ARCHITECTURE.md for how data flows and the rules of the loop.
 
 pub mod admin;
 pub mod alloc_count;
+pub mod argv;
 pub mod cli;
 pub mod config;
 pub mod config_file;

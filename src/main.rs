@@ -24,6 +24,8 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // The flags are parsed into our own copies: `ps` need not show secrets.
+    ferry::argv::hide_values_of(&["--auth"]);
     if args.version {
         println!("ferry {}", env!("CARGO_PKG_VERSION"));
         return;

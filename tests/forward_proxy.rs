@@ -5,8 +5,8 @@
 //! splice on and off); Basic proxy auth (407 and a retry on the same
 //! connection, wrong password, auth files); the refusals (403 for ports,
 //! networks and loops, 400 for a malformed authority, 502 for a name that
-//! does not resolve, 504 for a black hole); credentials never logged; the
-//! open-proxy refusal at start; `-m http` still serves absolute form from its
+//! does not resolve, 504 for a black hole); credentials never logged nor
+//! left readable in the command line; the open-proxy refusal at start; `-m http` still serves absolute form from its
 //! backends; the forward counters in the SIGUSR1 report; and the edges
 //! (origin-first half-close, names through the resolver cache, a tunnel after
 //! a request, pipelining, stale pooled origins, 40 concurrent tunnels,
@@ -832,6 +832,13 @@ fn credentials_never_appear_in_stderr() {
         "--access-log",
         "-",
     ]);
+    // Nor in the command line that `ps` shows other users.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", proxy.pid())).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        cmdline.contains("--auth") && !cmdline.contains(PASS),
+        "the password is readable in /proc/PID/cmdline: {cmdline}"
+    );
     let wrong = format!("{USER}:{PASS}-wrong");
     let url = format!("http://{}/p", origin.addr);
     let mut c = HttpConn::connect(proxy.addr);
