@@ -42,6 +42,11 @@ pub const DEFAULT_HEALTH_FALL: u32 = 3;
 /// How long a connection lingers after ferry's own answer, reading what the
 /// client still sends, so that closing does not reset the answer away.
 pub const LINGER: Duration = Duration::from_secs(2);
+/// A reload retired the worker: a keep-alive client waiting between
+/// requests is closed after at most this much more quiet (a request under
+/// way is answered, with `Connection: close`), so the old generation ends
+/// soon instead of after `--keepalive-timeout`.
+pub const RETIRE_IDLE: Duration = Duration::from_secs(2);
 /// Backends one listener may have (a request tracks which it tried in a u64).
 pub const MAX_BACKENDS: usize = 64;
 pub const MAX_BUFFER_SIZE: usize = 16 << 20;

@@ -1,8 +1,9 @@
 //! Reload on SIGHUP: a new listener starts serving, a removed one stops
 //! accepting while its live connection finishes, a changed backend applies
 //! to new connections while open ones keep theirs; an invalid file keeps the
-//! running configuration; and 20 reloads under load lose no request and
-//! reset no connection on the listener they leave untouched.
+//! running configuration; a quiet keep-alive client does not keep a retired
+//! generation alive; and 20 reloads under load lose no request and reset no
+//! connection on the listener they leave untouched.
 
 mod common;
 
@@ -325,6 +326,41 @@ fn flags_given_at_start_stay_applied_across_reloads() {
 }
 
 /// The threads the proxy runs now (workers, resolvers, health checkers, ...).
+/// A keep-alive client that stays quiet after a reload does not keep the
+/// retired generation alive for its whole --keepalive-timeout (here 300 s):
+/// it is closed cleanly after a short quiet time, and the old workers end.
+#[test]
+fn a_quiet_keep_alive_client_does_not_hold_a_retired_generation() {
+    let dir = TempDir::new("quiet");
+    let a = HttpBackend::named("a");
+    let text = format!(
+        "workers = 1\n{}keepalive_timeout = 300\n",
+        listener("web", "127.0.0.1:0", "http", a.addr)
+    );
+    let file = dir.write("ferry.toml", &text);
+    let proxy = Proxy::start(&["-c", &file]);
+    let web = proxy.listening_since(0, 1)[0];
+    let threads = thread_count(&proxy);
+    let mut quiet = HttpConn::connect(web);
+    assert_eq!(quiet.roundtrip(&get("/1")).body, b"a /1");
+    proxy.reload_ok();
+    // Closed well within the 30 s the read waits, ten times less than the
+    // keep-alive timeout: nothing was pending, so a plain end of stream.
+    let (rest, how) = quiet.read_until_closed();
+    assert!(rest.is_empty() && how == Closed::Eof, "{rest:?} {how:?}");
+    let end = Instant::now() + DEADLINE;
+    while thread_count(&proxy) != threads {
+        assert!(
+            Instant::now() < end,
+            "the retired generation's threads are still there ({} now, {threads} before)",
+            thread_count(&proxy)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // The new generation serves as usual.
+    assert_eq!(HttpConn::connect(web).roundtrip(&get("/2")).body, b"a /2");
+}
+
 fn thread_count(proxy: &Proxy) -> usize {
     std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
         .expect("read /proc/PID/task")

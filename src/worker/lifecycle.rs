@@ -272,7 +272,8 @@ impl Worker {
 
     /// A reload retired this worker: the next generation accepts from the
     /// same sockets; this one serves the pairs it has to their end, closing
-    /// keep-alive clients after their next response.
+    /// keep-alive clients after their next response, or after
+    /// [`RETIRE_IDLE`](crate::config::RETIRE_IDLE) if none comes.
     pub(super) fn begin_drain(&mut self) {
         if self.draining {
             return;
@@ -288,6 +289,23 @@ impl Worker {
             .collect();
         for c in idle {
             self.close_conn_idle(c);
+        }
+        // Keep-alive clients between requests: a little more quiet ends them.
+        let until = self.wheel.deadline(self.now, crate::config::RETIRE_IDLE);
+        let quiet: Vec<usize> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| {
+                p.phase == Phase::Waiting
+                    && !p.exchange.head_started
+                    && p.to_backend.leftover() == 0
+                    && p.deadline > until
+            })
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in quiet {
+            self.pairs[slot].deadline = until;
+            self.wheel.arm(&mut self.pairs, slot, until);
         }
     }
 
