@@ -92,3 +92,44 @@ fn an_unwritable_access_log_refuses_to_start_naming_the_flag() {
         "{err}"
     );
 }
+
+/// logrotate renames the log and expects a new one: after the rename, the
+/// next requests' lines appear in a new file at the path (within about a
+/// second), with no signal sent, and the rotated file keeps the old lines.
+#[test]
+fn a_rotated_access_log_is_followed_by_a_new_file() {
+    let backend = HttpBackend::fixed(&ok(b"hello"));
+    let dir = std::env::temp_dir().join(format!("ferry-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("access.log");
+    let rotated = dir.join("access.log.1");
+    let _ = std::fs::remove_file(&path);
+    let path_arg = path.to_str().unwrap().to_string();
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--access-log", &path_arg]);
+    let mut c = HttpConn::connect(proxy.addr);
+    assert_eq!(c.roundtrip(&get("/before")).status(), 200);
+    wait_lines(&path, 1);
+    std::fs::rename(&path, &rotated).unwrap();
+    // Requests until one lands in a new file at the path.
+    let end = Instant::now() + DEADLINE;
+    let mut sent = 0;
+    while !path.exists() {
+        assert!(
+            Instant::now() < end,
+            "no new access log at {} after rotation",
+            path.display()
+        );
+        assert_eq!(c.roundtrip(&get(&format!("/after{sent}"))).status(), 200);
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let new = wait_lines(&path, 1);
+    assert!(new[0].contains("GET /after"), "{new:?}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("GET /before"), "{old}");
+    assert!(!old.contains(&new[0]), "a line went to both files: {old}");
+    // Every request is in one file or the other, once.
+    let new = wait_lines(&path, sent + 1 - old.lines().count());
+    assert_eq!(old.lines().count() + new.len(), 1 + sent, "{old}{new:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,13 +6,15 @@
 //! hands it over a bounded channel; nothing is formatted or allocated on the
 //! worker. The logger thread formats records into a buffered writer and
 //! flushes when the channel runs dry or once a second, so lines come in
-//! batches. A full channel drops the record and counts it: logging never
+//! batches. A log file moved away by rotation is followed by a new one at
+//! its path (`log_file`). A full channel drops the record and counts it: logging never
 //! slows the proxy down.
 
+use super::log_file::LogFile;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A text field cut to a fixed size.
 #[derive(Clone, Copy)]
@@ -150,20 +152,18 @@ pub struct AccessLog {
 impl AccessLog {
     /// Start the logger thread writing to `path` (`-` for stderr).
     pub fn start(path: &str, capacity: usize) -> std::io::Result<AccessLog> {
-        let out: Box<dyn Write + Send> = if path == "-" {
-            Box::new(std::io::stderr())
+        let out = if path == "-" {
+            Out::Stderr(std::io::BufWriter::with_capacity(
+                64 * 1024,
+                std::io::stderr(),
+            ))
         } else {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            )
+            Out::File(LogFile::open(path)?)
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
         std::thread::Builder::new()
             .name("ferry-access-log".into())
-            .spawn(move || write_loop(rx, std::io::BufWriter::with_capacity(64 * 1024, out)))?;
+            .spawn(move || write_loop(rx, out))?;
         Ok(AccessLog { tx })
     }
 
@@ -176,22 +176,42 @@ impl AccessLog {
     }
 }
 
-fn write_loop(rx: Receiver<Record>, mut out: impl Write) {
+/// Where the lines go.
+enum Out {
+    Stderr(std::io::BufWriter<std::io::Stderr>),
+    /// A file, reopened when rotation moves it away.
+    File(LogFile),
+}
+
+impl Out {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Out::Stderr(w) => w,
+            Out::File(f) => f,
+        }
+    }
+}
+
+fn write_loop(rx: Receiver<Record>, mut out: Out) {
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(record) => {
-                let _ = format_line(&record, &mut out);
+                if let Out::File(f) = &mut out {
+                    f.follow(Instant::now());
+                }
+                let mut w = out.writer();
+                let _ = format_line(&record, &mut w);
                 // Take whatever else is waiting before one flush.
                 while let Ok(more) = rx.try_recv() {
-                    let _ = format_line(&more, &mut out);
+                    let _ = format_line(&more, &mut w);
                 }
-                let _ = out.flush();
+                let _ = w.flush();
             }
             Err(RecvTimeoutError::Timeout) => {
-                let _ = out.flush();
+                let _ = out.writer().flush();
             }
             Err(RecvTimeoutError::Disconnected) => {
-                let _ = out.flush();
+                let _ = out.writer().flush();
                 return;
             }
         }

@@ -6,5 +6,6 @@ pub mod access_log;
 pub mod answer;
 pub mod chunked;
 pub mod head;
+pub mod log_file;
 pub mod rewrite;
 pub mod session;
