@@ -2,7 +2,8 @@
 //! for addresses spelled unusually (`0.0.0.0`, `::`, IPv4-mapped networks),
 //! loops through names the resolver maps to the proxy, fragments in
 //! absolute-form targets, odd `Proxy-Authorization` fields and auth files,
-//! and clients that leave or half-close while their names are looked up.
+//! clients that leave or half-close while their names are looked up, and
+//! `--pool-size 0` for origin connections.
 //! Tests marked `#[ignore]` reproduce bugs whose fix lies outside
 //! `src/forward/` (see their reasons); run them with `--ignored`.
 
@@ -370,5 +371,49 @@ fn an_auth_file_with_a_byte_order_mark_grants_its_first_user() {
         let field = format!("Proxy-Authorization: Basic {}\r\n", b64(user_pass));
         let r = c.roundtrip(&get_abs(&url, &field));
         assert_eq!(r.status(), 200, "{user_pass}: {:?}", r.head.text());
+    }
+}
+
+/// `--pool-size 0` keeps no idle origin connection in forward mode either:
+/// each absolute-form request of a keep-alive client gets a fresh origin
+/// connection, and the last one is closed once its response is complete
+/// (not kept with the client for its next request). By default the second
+/// request reuses the first one's connection.
+#[test]
+fn pool_size_zero_keeps_no_idle_origin_connection() {
+    for (extra, conns) in [(&["--pool-size", "0"][..], 2), (&[][..], 1)] {
+        let origin = HttpBackend::named("o");
+        let proxy = forward(extra);
+        let mut c = HttpConn::connect(proxy.addr);
+        for i in 0..2 {
+            let url = format!("http://127.0.0.1:{}/r{i}", origin.addr.port());
+            let r = c.roundtrip(&get_abs(&url, ""));
+            assert_eq!(r.body, format!("o /r{i}").as_bytes(), "{extra:?}");
+            if conns == 2 {
+                // The client stays; its origin connection does not.
+                proxy.wait_report("the origin connection closed", DEADLINE, |r| {
+                    r.m("backend_connections") == 0.0
+                });
+                let end = Instant::now() + DEADLINE;
+                while origin.closed_request_conns() != i + 1 {
+                    assert!(Instant::now() < end, "origin connection {i} not closed");
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        assert_eq!(
+            origin.accepted(),
+            conns,
+            "origin connections with {extra:?}"
+        );
+        let report = proxy.report();
+        assert_eq!(
+            (
+                report.u("backend_pool_hits"),
+                report.u("backend_pool_misses")
+            ),
+            (2 - conns as u64, conns as u64),
+            "{extra:?}"
+        );
     }
 }
