@@ -8,7 +8,8 @@
 //! and a backend that resets during the upload); a slow upload longer than
 //! the backend timeout; a whole response followed by a reset; a client
 //! flooding a lingering connection; a long pipeline of forward-mode 407s
-//! (ignored: a known bug in the worker).
+//! (ignored: a known bug in the worker). Edges: Upgrade in an HTTP/1.0
+//! request.
 
 mod common;
 
@@ -495,4 +496,43 @@ fn a_whole_response_followed_by_a_reset_reaches_the_client() {
         assert_eq!(r.body, b"whole", "try {i}");
     }
     proxy.wait_idle();
+}
+
+#[test]
+fn an_upgrade_in_an_http10_request_is_ignored() {
+    // RFC 9110 7.8: a server must ignore Upgrade in an HTTP/1.0 request. It
+    // goes on as an ordinary request without Upgrade, and a 101 to it is a
+    // bad response (502), not the start of a tunnel.
+    let backend = HttpBackend::serve(|r| {
+        if r.head.has("upgrade") || r.head.lists("connection", "upgrade") {
+            reply(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n".to_vec())
+        } else {
+            reply(ok(b"plain"))
+        }
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    let r = c.roundtrip(
+        b"GET /ws HTTP/1.0\r\nConnection: Upgrade, keep-alive\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(r.status(), 200, "{:?}", String::from_utf8_lossy(&r.bytes()));
+    assert_eq!(r.body, b"plain");
+    let got = backend.wait_requests(1, DEADLINE);
+    assert_eq!(got[0].head.version(), "HTTP/1.0");
+    assert!(!got[0].head.has("upgrade"), "{}", got[0].head.text());
+    assert!(
+        !got[0].head.lists("connection", "upgrade"),
+        "{}",
+        got[0].head.text()
+    );
+    // A backend that switches protocols anyway gets no tunnel.
+    let rogue = HttpBackend::fixed(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    let proxy = Proxy::http(&[rogue.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"GET /ws HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    expect_answer_and_close(&mut c, 502, "a 101 to an HTTP/1.0 request");
+    let report = proxy.wait_idle();
+    assert_eq!(report.u("http_answers"), 1);
 }
