@@ -9,7 +9,7 @@
 //! the backend timeout; a whole response followed by a reset; a client
 //! flooding a lingering connection; a long pipeline of forward-mode 407s
 //! (ignored: a known bug in the worker). Edges: Upgrade in an HTTP/1.0
-//! request.
+//! request; chunk sizes with leading zeros.
 
 mod common;
 
@@ -535,4 +535,38 @@ fn an_upgrade_in_an_http10_request_is_ignored() {
     expect_answer_and_close(&mut c, 502, "a 101 to an HTTP/1.0 request");
     let report = proxy.wait_idle();
     assert_eq!(report.u("http_answers"), 1);
+}
+
+#[test]
+fn chunk_sizes_with_many_leading_zeros_are_accepted_both_ways() {
+    // RFC 9112 7.1: chunk-size is 1*HEXDIG; leading zeros do not make the
+    // value large. A value that does not fit is still refused.
+    let chunks: &[u8] =
+        b"0000000000000000001a\r\nabcdefghijklmnopqrstuvwxyz\r\n00000000000000000000\r\n\r\n";
+    let backend = HttpBackend::serve(move |r| {
+        if r.head.target() == "/down" {
+            let mut v = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            v.extend_from_slice(chunks);
+            return reply(v);
+        }
+        reply(ok(&r.body))
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    let mut req = b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    req.extend_from_slice(chunks);
+    let r = c.roundtrip(&req);
+    assert_eq!(r.status(), 200, "{:?}", String::from_utf8_lossy(&r.bytes()));
+    assert_eq!(
+        r.body, chunks,
+        "the chunked request reached the backend as sent"
+    );
+    let r = c.roundtrip(&get("/down"));
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.body, chunks);
+    assert_eq!(decode_chunked(&r.body), b"abcdefghijklmnopqrstuvwxyz");
+    // 16 significant hex digits overflow the size ferry accepts.
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n00010000000000000000\r\n");
+    expect_answer_and_close(&mut c, 400, "an overflowing chunk size");
 }

@@ -7,7 +7,7 @@
 //! never buffers: `scan` may be fed any split of the stream.
 //!
 //! Strict on purpose: line ends must be CRLF, sizes are hex digits only (at
-//! most 15 of them), extensions are `;name[=value]` with token or quoted
+//! most 15 significant ones, after any number of leading zeros), extensions are `;name[=value]` with token or quoted
 //! values and optional whitespace, and trailer lines may not contain bare CR
 //! or NUL. Anything else is an error and the connection is closed.
 
@@ -16,7 +16,7 @@
 enum State {
     /// Expecting the first hex digit of a chunk size.
     SizeStart,
-    /// Reading hex digits.
+    /// Reading hex digits (`size_digits` counts the significant ones).
     Size,
     /// Whitespace after the size or after an extension value.
     SizeWs,
@@ -116,11 +116,15 @@ impl ChunkScanner {
         let bad = |why| Err(ChunkError(why));
         self.state = match self.state {
             SizeStart | Size if b.is_ascii_hexdigit() => {
-                self.size_digits += 1;
+                let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
+                // Leading zeros are valid (1*HEXDIG) and add nothing: only
+                // significant digits count toward the overflow bound.
+                if self.size_digits > 0 || digit != 0 {
+                    self.size_digits += 1;
+                }
                 if self.size_digits > 15 {
                     return bad("chunk size too large");
                 }
-                let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
                 self.size = (self.size << 4) | digit;
                 Size
             }
@@ -217,6 +221,19 @@ mod tests {
         ] {
             assert!(scan_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn leading_zeros_in_a_chunk_size_do_not_count_toward_its_bound() {
+        let msg =
+            b"0000000000000000001a\r\nabcdefghijklmnopqrstuvwxyz\r\n00000000000000000000\r\n\r\n";
+        assert_eq!(scan_all(msg), Ok((msg.len(), true)));
+        let mut max = b"00000fffffffffffffff\r\n".to_vec();
+        let mut s = ChunkScanner::default();
+        assert_eq!(s.scan(&max), Ok(max.len()), "15 significant digits fit");
+        assert_eq!(s.state, State::Data(0xfff_ffff_ffff_ffff));
+        max.insert(5, b'1');
+        assert!(scan_all(&max).is_err(), "16 significant digits overflow");
     }
 
     #[test]
