@@ -9,7 +9,7 @@
 //! the backend timeout; a whole response followed by a reset; a client
 //! flooding a lingering connection; a long pipeline of forward-mode 407s
 //! (ignored: a known bug in the worker). Edges: Upgrade in an HTTP/1.0
-//! request; chunk sizes with leading zeros.
+//! request; chunk sizes with leading zeros; malformed trailers.
 
 mod common;
 
@@ -569,4 +569,44 @@ fn chunk_sizes_with_many_leading_zeros_are_accepted_both_ways() {
     let mut c = HttpConn::connect(proxy.addr);
     c.send(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n00010000000000000000\r\n");
     expect_answer_and_close(&mut c, 400, "an overflowing chunk size");
+}
+
+#[test]
+fn an_obs_folded_trailer_is_refused_in_requests_and_responses() {
+    // RFC 9112 5.2 and 7.1.2: obs-fold is not allowed in a trailer section
+    // any more than in a head: a request gets 400, a response 502.
+    let backend = HttpBackend::serve(|r| {
+        if r.head.target() == "/fold" {
+            return reply(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: a\r\n b\r\n\r\n"
+                    .to_vec(),
+            );
+        }
+        reply(ok(&r.body))
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    for (trailer, what) in [
+        ("X-T: a\r\n b\r\n", "an obs-fold (SP)"),
+        ("X-T: a\r\n\tb\r\n", "an obs-fold (HTAB)"),
+        ("X-T: a\rb\r\n", "a bare CR"),
+        ("X-T: a\0b\r\n", "a NUL"),
+        ("X-T : a\r\n", "whitespace before the colon"),
+        ("no colon\r\n", "a line without a colon"),
+    ] {
+        let mut c = HttpConn::connect(proxy.addr);
+        c.send(
+            format!("POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n{trailer}\r\n")
+                .as_bytes(),
+        );
+        expect_answer_and_close(&mut c, 400, what);
+    }
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(&get("/fold"));
+    expect_answer_and_close(&mut c, 502, "a response trailer with obs-fold");
+    // Good trailers still pass.
+    let mut c = HttpConn::connect(proxy.addr);
+    let r = c.roundtrip(
+        b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: a \t b\r\nY:\r\n\r\n",
+    );
+    assert_eq!(r.body, b"2\r\nhi\r\n0\r\nX-T: a \t b\r\nY:\r\n\r\n");
 }
