@@ -9,7 +9,8 @@
 //! the backend timeout; a whole response followed by a reset; a client
 //! flooding a lingering connection; a long pipeline of forward-mode 407s
 //! (ignored: a known bug in the worker). Edges: Upgrade in an HTTP/1.0
-//! request; chunk sizes with leading zeros; malformed trailers.
+//! request; chunk sizes with leading zeros; malformed trailers; a bodiless
+//! response followed by a reset.
 
 mod common;
 
@@ -609,4 +610,48 @@ fn an_obs_folded_trailer_is_refused_in_requests_and_responses() {
         b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: a \t b\r\nY:\r\n\r\n",
     );
     assert_eq!(r.body, b"2\r\nhi\r\n0\r\nX-T: a \t b\r\nY:\r\n\r\n");
+}
+
+#[test]
+fn a_bodiless_response_followed_by_a_reset_reaches_the_client_which_goes_on() {
+    // A backend that writes a complete bodiless head and resets at once:
+    // the response is whole, so the client gets it and keeps its
+    // connection; only the backend connection is dropped.
+    let heads: [&[u8]; 3] = [
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ];
+    let backend = HttpBackend::start(move |p| {
+        while let Some(r) = p.read_request() {
+            if r.head.target() == "/next" {
+                if !p.write(&ok(b"next")) {
+                    return;
+                }
+                continue;
+            }
+            let i: usize = r.head.target()[1..].parse().unwrap();
+            if p.write(heads[i % 3]) {
+                p.set_reset_on_close();
+            }
+            return;
+        }
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    for i in 0..30 {
+        let mut c = HttpConn::connect(proxy.addr);
+        c.timeout = Duration::from_secs(10);
+        c.send(&get(&format!("/{i}")));
+        let r = c
+            .try_read_response(false)
+            .unwrap_or_else(|e| panic!("try {i}: no response: {e}"));
+        assert_eq!(r.status(), [204, 304, 200][i % 3], "try {i}");
+        assert!(r.body.is_empty(), "try {i}");
+        let r = c.roundtrip(&get("/next"));
+        assert_eq!(
+            r.body, b"next",
+            "try {i}: the next request on the connection"
+        );
+    }
+    proxy.wait_idle();
 }
