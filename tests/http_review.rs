@@ -8,7 +8,9 @@
 //! and a backend that resets during the upload); a slow upload longer than
 //! the backend timeout; a whole response followed by a reset; a client
 //! flooding a lingering connection; a long pipeline of forward-mode 407s
-//! (ignored: a known bug in the worker).
+//! (ignored: a known bug in the worker). Edges: Upgrade in an HTTP/1.0
+//! request; chunk sizes with leading zeros; malformed trailers; a bodiless
+//! response followed by a reset.
 
 mod common;
 
@@ -493,6 +495,163 @@ fn a_whole_response_followed_by_a_reset_reaches_the_client() {
             String::from_utf8_lossy(&r.bytes())
         );
         assert_eq!(r.body, b"whole", "try {i}");
+    }
+    proxy.wait_idle();
+}
+
+#[test]
+fn an_upgrade_in_an_http10_request_is_ignored() {
+    // RFC 9110 7.8: a server must ignore Upgrade in an HTTP/1.0 request. It
+    // goes on as an ordinary request without Upgrade, and a 101 to it is a
+    // bad response (502), not the start of a tunnel.
+    let backend = HttpBackend::serve(|r| {
+        if r.head.has("upgrade") || r.head.lists("connection", "upgrade") {
+            reply(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n".to_vec())
+        } else {
+            reply(ok(b"plain"))
+        }
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    let r = c.roundtrip(
+        b"GET /ws HTTP/1.0\r\nConnection: Upgrade, keep-alive\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(r.status(), 200, "{:?}", String::from_utf8_lossy(&r.bytes()));
+    assert_eq!(r.body, b"plain");
+    let got = backend.wait_requests(1, DEADLINE);
+    assert_eq!(got[0].head.version(), "HTTP/1.0");
+    assert!(!got[0].head.has("upgrade"), "{}", got[0].head.text());
+    assert!(
+        !got[0].head.lists("connection", "upgrade"),
+        "{}",
+        got[0].head.text()
+    );
+    // A backend that switches protocols anyway gets no tunnel.
+    let rogue = HttpBackend::fixed(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    let proxy = Proxy::http(&[rogue.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"GET /ws HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    expect_answer_and_close(&mut c, 502, "a 101 to an HTTP/1.0 request");
+    let report = proxy.wait_idle();
+    assert_eq!(report.u("http_answers"), 1);
+}
+
+#[test]
+fn chunk_sizes_with_many_leading_zeros_are_accepted_both_ways() {
+    // RFC 9112 7.1: chunk-size is 1*HEXDIG; leading zeros do not make the
+    // value large. A value that does not fit is still refused.
+    let chunks: &[u8] =
+        b"0000000000000000001a\r\nabcdefghijklmnopqrstuvwxyz\r\n00000000000000000000\r\n\r\n";
+    let backend = HttpBackend::serve(move |r| {
+        if r.head.target() == "/down" {
+            let mut v = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            v.extend_from_slice(chunks);
+            return reply(v);
+        }
+        reply(ok(&r.body))
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    let mut req = b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    req.extend_from_slice(chunks);
+    let r = c.roundtrip(&req);
+    assert_eq!(r.status(), 200, "{:?}", String::from_utf8_lossy(&r.bytes()));
+    assert_eq!(
+        r.body, chunks,
+        "the chunked request reached the backend as sent"
+    );
+    let r = c.roundtrip(&get("/down"));
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.body, chunks);
+    assert_eq!(decode_chunked(&r.body), b"abcdefghijklmnopqrstuvwxyz");
+    // 16 significant hex digits overflow the size ferry accepts.
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n00010000000000000000\r\n");
+    expect_answer_and_close(&mut c, 400, "an overflowing chunk size");
+}
+
+#[test]
+fn an_obs_folded_trailer_is_refused_in_requests_and_responses() {
+    // RFC 9112 5.2 and 7.1.2: obs-fold is not allowed in a trailer section
+    // any more than in a head: a request gets 400, a response 502.
+    let backend = HttpBackend::serve(|r| {
+        if r.head.target() == "/fold" {
+            return reply(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: a\r\n b\r\n\r\n"
+                    .to_vec(),
+            );
+        }
+        reply(ok(&r.body))
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    for (trailer, what) in [
+        ("X-T: a\r\n b\r\n", "an obs-fold (SP)"),
+        ("X-T: a\r\n\tb\r\n", "an obs-fold (HTAB)"),
+        ("X-T: a\rb\r\n", "a bare CR"),
+        ("X-T: a\0b\r\n", "a NUL"),
+        ("X-T : a\r\n", "whitespace before the colon"),
+        ("no colon\r\n", "a line without a colon"),
+    ] {
+        let mut c = HttpConn::connect(proxy.addr);
+        c.send(
+            format!("POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n{trailer}\r\n")
+                .as_bytes(),
+        );
+        expect_answer_and_close(&mut c, 400, what);
+    }
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(&get("/fold"));
+    expect_answer_and_close(&mut c, 502, "a response trailer with obs-fold");
+    // Good trailers still pass.
+    let mut c = HttpConn::connect(proxy.addr);
+    let r = c.roundtrip(
+        b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: a \t b\r\nY:\r\n\r\n",
+    );
+    assert_eq!(r.body, b"2\r\nhi\r\n0\r\nX-T: a \t b\r\nY:\r\n\r\n");
+}
+
+#[test]
+fn a_bodiless_response_followed_by_a_reset_reaches_the_client_which_goes_on() {
+    // A backend that writes a complete bodiless head and resets at once:
+    // the response is whole, so the client gets it and keeps its
+    // connection; only the backend connection is dropped.
+    let heads: [&[u8]; 3] = [
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ];
+    let backend = HttpBackend::start(move |p| {
+        while let Some(r) = p.read_request() {
+            if r.head.target() == "/next" {
+                if !p.write(&ok(b"next")) {
+                    return;
+                }
+                continue;
+            }
+            let i: usize = r.head.target()[1..].parse().unwrap();
+            if p.write(heads[i % 3]) {
+                p.set_reset_on_close();
+            }
+            return;
+        }
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    for i in 0..30 {
+        let mut c = HttpConn::connect(proxy.addr);
+        c.timeout = Duration::from_secs(10);
+        c.send(&get(&format!("/{i}")));
+        let r = c
+            .try_read_response(false)
+            .unwrap_or_else(|e| panic!("try {i}: no response: {e}"));
+        assert_eq!(r.status(), [204, 304, 200][i % 3], "try {i}");
+        assert!(r.body.is_empty(), "try {i}");
+        let r = c.roundtrip(&get("/next"));
+        assert_eq!(
+            r.body, b"next",
+            "try {i}: the next request on the connection"
+        );
     }
     proxy.wait_idle();
 }

@@ -7,16 +7,20 @@
 //! never buffers: `scan` may be fed any split of the stream.
 //!
 //! Strict on purpose: line ends must be CRLF, sizes are hex digits only (at
-//! most 15 of them), extensions are `;name[=value]` with token or quoted
-//! values and optional whitespace, and trailer lines may not contain bare CR
-//! or NUL. Anything else is an error and the connection is closed.
+//! most 15 significant ones, after any number of leading zeros), extensions are `;name[=value]` with token or quoted
+//! values and optional whitespace, and trailer lines are field lines held to
+//! the rules httparse applies to a head: a token name right before the
+//! colon, no obs-fold (a line starting with SP or HTAB), and a value of
+//! HTAB, visible ASCII, SP or obs-text only (no bare CR, LF, NUL or other
+//! control byte). Anything else is an error: a request gets 400, a response
+//! 502 if none of it went out yet, else the connection is closed.
 
 /// Where the scanner stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Expecting the first hex digit of a chunk size.
     SizeStart,
-    /// Reading hex digits.
+    /// Reading hex digits (`size_digits` counts the significant ones).
     Size,
     /// Whitespace after the size or after an extension value.
     SizeWs,
@@ -38,7 +42,9 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final CRLF).
     TrailerStart,
-    /// Inside a trailer field line.
+    /// Inside a trailer field name.
+    TrailerName,
+    /// Inside a trailer field value (after the colon).
     Trailer,
     TrailerLf,
     /// Saw CR of the final empty line.
@@ -74,6 +80,11 @@ fn is_tchar(b: u8) -> bool {
 
 fn is_ws(b: u8) -> bool {
     b == b' ' || b == b'\t'
+}
+
+/// A byte httparse allows in a field value.
+fn is_field_vchar(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
 fn is_qdtext(b: u8) -> bool {
@@ -116,11 +127,15 @@ impl ChunkScanner {
         let bad = |why| Err(ChunkError(why));
         self.state = match self.state {
             SizeStart | Size if b.is_ascii_hexdigit() => {
-                self.size_digits += 1;
+                let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
+                // Leading zeros are valid (1*HEXDIG) and add nothing: only
+                // significant digits count toward the overflow bound.
+                if self.size_digits > 0 || digit != 0 {
+                    self.size_digits += 1;
+                }
                 if self.size_digits > 15 {
                     return bad("chunk size too large");
                 }
-                let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
                 self.size = (self.size << 4) | digit;
                 Size
             }
@@ -158,11 +173,14 @@ impl ChunkScanner {
             DataLf if b == b'\n' => SizeStart,
             DataLf => return bad("bare CR after chunk data"),
             TrailerStart if b == b'\r' => FinalLf,
+            // A continuation line (obs-fold) is refused, as in a head.
+            TrailerStart if is_ws(b) => return bad("obs-fold in a trailer"),
+            TrailerStart | TrailerName if is_tchar(b) => TrailerName,
+            TrailerName if b == b':' => Trailer,
+            TrailerStart | TrailerName => return bad("invalid trailer field name"),
             Trailer if b == b'\r' => TrailerLf,
-            TrailerStart | Trailer if b == 0 || b == b'\n' => {
-                return bad("invalid byte in a trailer")
-            }
-            TrailerStart | Trailer => Trailer,
+            Trailer if is_field_vchar(b) => Trailer,
+            Trailer => return bad("invalid byte in a trailer"),
             TrailerLf if b == b'\n' => TrailerStart,
             FinalLf if b == b'\n' => Done,
             TrailerLf | FinalLf => return bad("bare CR in a trailer"),
@@ -212,11 +230,40 @@ mod tests {
             b"5;=v\r\n",
             b"1234567890abcdef0\r\n",
             b"0\r\nBad\rTrailer\r\n\r\n",
+            b"0\r\nX: a\rb\r\n\r\n",
+            b"0\r\nX: a\0b\r\n\r\n",
+            b"0\r\nX: a\nb\r\n\r\n",
+            b"0\r\nX: a\x7fb\r\n\r\n",
+            b"0\r\nX: a\r\n b\r\n\r\n",
+            b"0\r\nX: a\r\n\tb\r\n\r\n",
+            b"0\r\n b\r\n\r\n",
+            b"0\r\nX : a\r\n\r\n",
+            b"0\r\nno colon\r\n\r\n",
+            b"0\r\n: a\r\n\r\n",
             b"0\r\n\rx",
             b"5;a=\"\x01\"\r\n",
         ] {
             assert!(scan_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn leading_zeros_in_a_chunk_size_do_not_count_toward_its_bound() {
+        let msg =
+            b"0000000000000000001a\r\nabcdefghijklmnopqrstuvwxyz\r\n00000000000000000000\r\n\r\n";
+        assert_eq!(scan_all(msg), Ok((msg.len(), true)));
+        let mut max = b"00000fffffffffffffff\r\n".to_vec();
+        let mut s = ChunkScanner::default();
+        assert_eq!(s.scan(&max), Ok(max.len()), "15 significant digits fit");
+        assert_eq!(s.state, State::Data(0xfff_ffff_ffff_ffff));
+        max.insert(5, b'1');
+        assert!(scan_all(&max).is_err(), "16 significant digits overflow");
+    }
+
+    #[test]
+    fn good_trailers_pass() {
+        let msg = b"0\r\nX-A: a \t b\r\nY:\r\nZ:\xc3\xa9\r\n\r\n";
+        assert_eq!(scan_all(msg), Ok((msg.len(), true)));
     }
 
     #[test]

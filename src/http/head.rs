@@ -80,7 +80,7 @@ pub struct RequestHead {
     pub body: BodyKind,
     /// The client allows the connection to go on after this exchange.
     pub keep_alive: bool,
-    /// `Connection: upgrade` with an `Upgrade` field.
+    /// `Connection: upgrade` with an `Upgrade` field, in HTTP/1.1.
     pub upgrade: bool,
     pub expect_continue: bool,
 }
@@ -261,7 +261,9 @@ pub fn parse_request(buf: &[u8], max_head: usize, max_headers: usize) -> Parsed<
         head_len,
         body,
         keep_alive,
-        upgrade: f.upgrade_token && f.upgrade_field,
+        // RFC 9110 7.8: Upgrade in an HTTP/1.0 request is ignored (the
+        // field is hop-by-hop, so it is not forwarded either).
+        upgrade: minor == 1 && f.upgrade_token && f.upgrade_field,
         expect_continue: f.expect_continue && minor == 1,
     })
 }
@@ -428,6 +430,12 @@ mod tests {
             panic!()
         };
         assert!(h.upgrade);
+        let Parsed::Complete(h) =
+            req("GET / HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        else {
+            panic!()
+        };
+        assert!(!h.upgrade, "Upgrade in HTTP/1.0 is ignored");
     }
 
     fn res(s: &str, m: Method) -> Parsed<ResponseHead> {

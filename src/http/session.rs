@@ -698,12 +698,21 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
         BodyKind::UntilClose => Framing::Stream,
     };
     if pair.to_client.set_framing(framing, ctx.pools).is_err() {
-        return answer_with(pair, 502, ctx);
+        return refuse_response(pair, ctx);
     }
     pair.exchange.body_base = pair.to_client.delivered() + pair.to_client.prefix_pending() as u64;
     pair.to_client.hold_prefix_for_body();
     pair.deadline = ctx.tick + ctx.ticks.idle;
     Action::Again
+}
+
+/// The body read with the head broke its framing (a bad chunk or trailer)
+/// before any of the response went out: the client can still be told 502,
+/// as for a bad head.
+fn refuse_response(pair: &mut Pair, ctx: &mut Ctx) -> Action {
+    pair.to_client.release(ctx.pools);
+    let _ = pair.to_client.set_framing(Framing::Head, ctx.pools);
+    answer_with(pair, 502, ctx)
 }
 
 /// The backend closed or reset before sending any response byte.
