@@ -7,10 +7,10 @@
 //! responses to clients that sent more; early answers (Connection: close,
 //! and a backend that resets during the upload); a slow upload longer than
 //! the backend timeout; a whole response followed by a reset; a client
-//! flooding a lingering connection; a long pipeline of forward-mode 407s
-//! (ignored: a known bug in the worker). Edges: Upgrade in an HTTP/1.0
-//! request; chunk sizes with leading zeros; malformed trailers; a bodiless
-//! response followed by a reset; a chunked response to an HTTP/1.0 client.
+//! flooding a lingering connection; a long pipeline of forward-mode 407s.
+//! Edges: Upgrade in an HTTP/1.0 request; chunk sizes with leading zeros;
+//! malformed trailers; a bodiless response followed by a reset; a chunked
+//! response to an HTTP/1.0 client (decoded, reset if cut short).
 
 mod common;
 
