@@ -25,7 +25,8 @@
 //!   everything, an HTTP message only its own bytes (its length, or up to the
 //!   end of its last chunk), leaving the next message's bytes in the buffer; a
 //!   head being gathered is read but not forwarded. Buffer bytes from `start`
-//!   up to `scanned` are cleared to go.
+//!   up to `scanned` are cleared to go. (A chunked body for a client that
+//!   cannot decode it is decoded in the buffer as it is scanned.)
 //! * A prefix (a rewritten head, or an answer of ferry's own) goes out before
 //!   the buffer. It is kept until the session drops it, so a request can be
 //!   sent again on a fresh connection.
@@ -121,6 +122,9 @@ pub enum Framing {
     /// A body of known length; this many bytes are still to be accounted.
     Length(u64),
     Chunked(ChunkScanner),
+    /// A chunked body decoded on its way (for an HTTP/1.0 client): only the
+    /// chunk data is forwarded.
+    Dechunk(ChunkScanner),
     /// The message is complete; bytes after it belong to the next one.
     Complete,
     /// Read and drop whatever arrives (lingering before a close).
@@ -358,7 +362,7 @@ impl Flow {
     }
 
     /// Clear newly buffered bytes to go, as far as the framing allows.
-    fn scan(&mut self, pools: &Pools) -> Result<(), &'static str> {
+    fn scan(&mut self, pools: &mut Pools) -> Result<(), &'static str> {
         match &mut self.framing {
             Framing::Stream => self.scanned = self.end,
             Framing::Head | Framing::Complete => {}
@@ -380,6 +384,21 @@ impl Flow {
                     let bytes = &pools.buffers.get(id)[self.scanned as usize..self.end as usize];
                     let used = scanner.scan(bytes).map_err(|e| e.0)?;
                     self.scanned += used as u32;
+                    if scanner.is_done() {
+                        self.framing = Framing::Complete;
+                    }
+                }
+            }
+            Framing::Dechunk(scanner) => {
+                if let Some(id) = self.buf {
+                    // Decode in place: the data moves down over the framing
+                    // just walked, and what follows the message after it.
+                    let (at, end) = (self.scanned as usize, self.end as usize);
+                    let buf = pools.buffers.get_mut(id);
+                    let (used, kept) = scanner.dechunk(&mut buf[at..end]).map_err(|e| e.0)?;
+                    buf.copy_within(at + used..end, at + kept);
+                    self.scanned += kept as u32;
+                    self.end -= (used - kept) as u32;
                     if scanner.is_done() {
                         self.framing = Framing::Complete;
                     }
@@ -601,10 +620,13 @@ impl Flow {
                     src_ready.clear(Ready::READ);
                 }
                 match self.scan(pools) {
-                    // Dropping bytes is this flow's work while it lingers:
-                    // counted as moved, a fast sender uses up the pair's
-                    // budget (fairness) instead of looking like a stall.
-                    Ok(()) if self.framing == Framing::Discard => Step::Worked(n),
+                    // Dropping bytes is this flow's work while it lingers
+                    // (or decodes chunks: the framing is dropped): counted
+                    // as moved, a fast sender uses up the pair's budget
+                    // (fairness) instead of looking like a stall.
+                    Ok(()) if matches!(self.framing, Framing::Discard | Framing::Dechunk(_)) => {
+                        Step::Worked(n)
+                    }
                     Ok(()) => Step::Worked(0),
                     Err(why) => Step::Invalid(why),
                 }

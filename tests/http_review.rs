@@ -7,10 +7,10 @@
 //! responses to clients that sent more; early answers (Connection: close,
 //! and a backend that resets during the upload); a slow upload longer than
 //! the backend timeout; a whole response followed by a reset; a client
-//! flooding a lingering connection; a long pipeline of forward-mode 407s
-//! (ignored: a known bug in the worker). Edges: Upgrade in an HTTP/1.0
-//! request; chunk sizes with leading zeros; malformed trailers; a bodiless
-//! response followed by a reset.
+//! flooding a lingering connection; a long pipeline of forward-mode 407s.
+//! Edges: Upgrade in an HTTP/1.0 request; chunk sizes with leading zeros;
+//! malformed trailers; a bodiless response followed by a reset; a chunked
+//! response to an HTTP/1.0 client (decoded, reset if cut short).
 
 mod common;
 
@@ -654,4 +654,110 @@ fn a_bodiless_response_followed_by_a_reset_reaches_the_client_which_goes_on() {
         );
     }
     proxy.wait_idle();
+}
+
+#[test]
+fn a_chunked_response_to_an_http10_client_is_decoded_and_closed() {
+    // ferry forwards HTTP/1.0 requests as HTTP/1.0, so a backend must not
+    // answer chunked; one that does anyway has its body decoded for the
+    // client, which cannot, and delimited by the close.
+    let body = payload(100_000, 9);
+    let mut chunked = Vec::new();
+    for (i, part) in body.chunks(7_001).enumerate() {
+        chunked.extend_from_slice(format!("{:x};n={i}\r\n", part.len()).as_bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\nX-Sum: 1\r\n\r\n");
+    let backend = HttpBackend::serve(move |_| {
+        let mut v =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n".to_vec();
+        v.extend_from_slice(&chunked);
+        reply(v)
+    });
+    for splice in ["off", "on"] {
+        let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--splice", splice]);
+        let mut c = HttpConn::connect(proxy.addr);
+        c.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let head = c.read_head();
+        assert_eq!(head.status(), 200);
+        assert!(!head.has("transfer-encoding"), "{}", head.text());
+        assert!(!head.has("trailer"), "{}", head.text());
+        assert!(head.lists("connection", "close"), "{}", head.text());
+        let (rest, how) = c.read_until_closed();
+        assert_eq!(how, Closed::Eof, "--splice {splice}");
+        assert_eq!(rest.len(), body.len(), "--splice {splice}");
+        assert!(rest == body, "--splice {splice}: the decoded body differs");
+        // An HTTP/1.1 client still gets the chunks as sent.
+        let mut c = HttpConn::connect(proxy.addr);
+        let r = c.roundtrip(&get("/"));
+        assert!(r.head.is_chunked());
+        assert!(decode_chunked(&r.body) == body);
+    }
+}
+
+#[test]
+fn a_decoded_body_cut_short_resets_the_http10_client() {
+    // The close delimits a body decoded for an HTTP/1.0 client: when the
+    // backend ends before the last chunk, a FIN would pass the part off as
+    // the whole, so the client is reset. A coding besides chunked cannot be
+    // undone for the client: 502.
+    let backend = HttpBackend::start(|p| {
+        let Some(r) = p.read_request() else { return };
+        if r.head.target() == "/gzip" {
+            p.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            );
+            return p.wait_eof();
+        }
+        if r.head.target() == "/extra" {
+            // Bytes past the message's end stay behind, undelivered.
+            p.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1\r\n!\r\n0\r\n\r\nEXTRA");
+            return p.wait_eof();
+        }
+        p.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n9\r\npart");
+        thread::sleep(Duration::from_millis(50));
+        let _ = p.conn.s.shutdown(Shutdown::Both);
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"GET /cut HTTP/1.0\r\n\r\n");
+    let head = c.read_head();
+    assert_eq!(head.status(), 200);
+    let (got, how) = c.read_until_closed();
+    assert_eq!(
+        how,
+        Closed::Reset,
+        "got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"GET /gzip HTTP/1.0\r\n\r\n");
+    expect_answer_and_close(&mut c, 502, "gzip, chunked to an HTTP/1.0 client");
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"GET /extra HTTP/1.0\r\n\r\n");
+    assert_eq!(c.read_head().status(), 200);
+    let (got, how) = c.read_until_closed();
+    assert_eq!((got.as_slice(), how), (&b"hello!"[..], Closed::Eof));
+}
+
+#[test]
+fn a_decoded_body_of_mostly_framing_is_not_closed_as_stalled() {
+    // Decoding drops the framing: a backend sending a long chunk extension
+    // makes ferry read much and deliver nothing for a while, which is work,
+    // not a stall.
+    let mut body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..2 {
+        body.extend_from_slice(format!("1;x={}\r\nz\r\n", "e".repeat(20 * MIB)).as_bytes());
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let backend = HttpBackend::fixed(&body);
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(c.read_head().status(), 200);
+    let (got, how) = c.read_until_closed();
+    assert_eq!(how, Closed::Eof);
+    assert_eq!(got, b"zz");
+    assert_eq!(proxy.wait_idle().u("pairs_stalled"), 0);
 }

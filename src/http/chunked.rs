@@ -6,6 +6,9 @@
 //! with it) and to refuse malformed framing. It keeps a few bytes of state and
 //! never buffers: `scan` may be fed any split of the stream.
 //!
+//! For an HTTP/1.0 client, which cannot decode chunked, [`ChunkScanner::dechunk`]
+//! walks the same way and keeps only the chunk data, in place.
+//!
 //! Strict on purpose: line ends must be CRLF, sizes are hex digits only (at
 //! most 15 significant ones, after any number of leading zeros), extensions are `;name[=value]` with token or quoted
 //! values and optional whitespace, and trailer lines are field lines held to
@@ -120,6 +123,36 @@ impl ChunkScanner {
             }
         }
         Ok(i)
+    }
+
+    /// Walk `bytes` as [`scan`](Self::scan) does, and decode them in place:
+    /// the chunk data is moved to the front of `bytes` and the framing
+    /// (size lines, extensions, CRLFs, trailers) dropped. Returns how many
+    /// bytes belong to this message and how many data bytes now start
+    /// `bytes`. Only for a recipient that cannot decode chunked (HTTP/1.0).
+    pub fn dechunk(&mut self, bytes: &mut [u8]) -> Result<(usize, usize), ChunkError> {
+        let (mut i, mut out) = (0, 0);
+        while i < bytes.len() {
+            match self.state {
+                State::Done => break,
+                State::Data(left) => {
+                    let take = left.min((bytes.len() - i) as u64) as usize;
+                    bytes.copy_within(i..i + take, out);
+                    out += take;
+                    i += take;
+                    self.state = if take as u64 == left {
+                        State::DataCr
+                    } else {
+                        State::Data(left - take as u64)
+                    };
+                }
+                _ => {
+                    self.step(bytes[i])?;
+                    i += 1;
+                }
+            }
+        }
+        Ok((i, out))
     }
 
     fn step(&mut self, b: u8) -> Result<(), ChunkError> {
@@ -264,6 +297,32 @@ mod tests {
     fn good_trailers_pass() {
         let msg = b"0\r\nX-A: a \t b\r\nY:\r\nZ:\xc3\xa9\r\n\r\n";
         assert_eq!(scan_all(msg), Ok((msg.len(), true)));
+    }
+
+    #[test]
+    fn dechunk_keeps_the_data_at_any_split() {
+        let msg = b"4;ext=v\r\nwxyz\r\n000001\r\n!\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let end = msg.len() - 4;
+        for cut in 0..msg.len() {
+            let mut s = ChunkScanner::default();
+            let mut data = Vec::new();
+            let mut walked = 0;
+            for part in [&msg[..cut], &msg[cut..]] {
+                let mut bytes = part.to_vec();
+                let (used, kept) = s.dechunk(&mut bytes).unwrap();
+                data.extend_from_slice(&bytes[..kept]);
+                walked += used;
+                if s.is_done() {
+                    break;
+                }
+            }
+            assert!(s.is_done(), "cut at {cut}");
+            assert_eq!(walked, end, "cut at {cut}");
+            assert_eq!(data, b"wxyz!", "cut at {cut}");
+        }
+        assert!(ChunkScanner::default()
+            .dechunk(&mut b"5\nhello".to_vec())
+            .is_err());
     }
 
     #[test]

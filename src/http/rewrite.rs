@@ -8,7 +8,8 @@
 //! upgrading) and `Proxy-Authorization`. Added to requests:
 //! `X-Forwarded-For` (appended to any received), `X-Forwarded-Proto` and
 //! `Via: 1.1 ferry`; to responses: `Via` and the connection directive the
-//! client needs. The head is re-parsed from the bytes (it was validated
+//! client needs (and, for a chunked body ferry decodes for an HTTP/1.0
+//! client, no `Transfer-Encoding`). The head is re-parsed from the bytes (it was validated
 //! already) and written into a caller's buffer without allocating.
 
 use super::head::{list, uninit_slots};
@@ -237,10 +238,15 @@ pub enum ClientConnection {
     /// An HTTP/1.0 client that asked for keep-alive: confirm it.
     KeepAlive10,
     Close,
+    /// Close after a chunked body ferry decodes for an HTTP/1.0 client: the
+    /// close delimits the body, and `Transfer-Encoding` goes.
+    CloseDechunked,
     Upgrade,
 }
 
-/// Write the response head to forward to the client.
+/// Write the response head to forward to the client. `None` if it does not
+/// fit, or if it is to be decoded and has a transfer coding besides chunked
+/// (which the HTTP/1.0 client could not undo either).
 pub fn write_response(
     head: &[u8],
     conn: ClientConnection,
@@ -254,6 +260,7 @@ pub fn write_response(
         .ok()?;
     let named = Named::collect(res.headers);
     let upgrading = conn == ClientConnection::Upgrade;
+    let dechunked = conn == ClientConnection::CloseDechunked;
     let mut w = Out {
         buf: out,
         len: 0,
@@ -263,6 +270,12 @@ pub fn write_response(
     let mut prior_via: Option<&[u8]> = None;
     for h in res.headers.iter() {
         if hop_by_hop(h.name, &named, upgrading) {
+            continue;
+        }
+        if dechunked && h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if list(h.value).any(|c| !c.eq_ignore_ascii_case(b"chunked")) {
+                return None;
+            }
             continue;
         }
         if via && h.name.eq_ignore_ascii_case("via") {
@@ -277,7 +290,9 @@ pub fn write_response(
     match conn {
         ClientConnection::KeepAlive => {}
         ClientConnection::KeepAlive10 => w.put(b"Connection: keep-alive\r\n"),
-        ClientConnection::Close => w.put(b"Connection: close\r\n"),
+        ClientConnection::Close | ClientConnection::CloseDechunked => {
+            w.put(b"Connection: close\r\n")
+        }
         ClientConnection::Upgrade => w.put(b"Connection: upgrade\r\n"),
     }
     w.put(b"\r\n");
@@ -385,6 +400,24 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&out[..n]).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nVia: 1.1 ferry\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_decoded_response_loses_its_transfer_encoding() {
+        let mut out = [0u8; 1024];
+        let head =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nX-A: 1\r\n\r\n";
+        let n = write_response(head, ClientConnection::CloseDechunked, false, &mut out).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out[..n]).unwrap(),
+            "HTTP/1.1 200 OK\r\nX-A: 1\r\nConnection: close\r\n\r\n"
+        );
+        let gzip = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(
+            write_response(gzip, ClientConnection::CloseDechunked, false, &mut out),
+            None,
+            "a coding besides chunked cannot be undone for the client"
         );
     }
 

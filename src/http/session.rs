@@ -285,8 +285,18 @@ pub fn on_error(
             backend_failed(pair, conn, ctx)
         }
         CloseReason::Invalid(Side::Client, _) => answer_with(pair, 400, ctx),
-        other => Action::Close(other),
+        other => cut_short(pair, other),
     }
+}
+
+/// Close the pair in the middle of a response. A body ferry decodes for an
+/// HTTP/1.0 client is delimited by the close, so a FIN would pass the part
+/// delivered off as the whole: the client gets a reset instead.
+fn cut_short(pair: &mut Pair, reason: CloseReason) -> Action {
+    if matches!(pair.to_client.framing(), Framing::Dechunk(_)) {
+        sys::reset_on_close(&pair.client);
+    }
+    Action::Close(reason)
 }
 
 /// Whether response bytes wait in the buffer for their head to be parsed.
@@ -352,7 +362,7 @@ pub fn on_timeout(pair: &mut Pair, ctx: &mut Ctx) -> Action {
         Phase::Relaying => {
             let idle_until = pair.last_active + ctx.ticks.idle;
             if ctx.tick >= idle_until {
-                Action::Close(CloseReason::IdleTimeout)
+                cut_short(pair, CloseReason::IdleTimeout)
             } else {
                 pair.deadline = idle_until;
                 Action::Wait
@@ -598,7 +608,7 @@ fn progress(pair: &mut Pair, conn: Option<&mut Conn>, ctx: &mut Ctx) -> Action {
         Framing::Complete => Action::Wait,
         // The backend ended before its message did: the client must not
         // take a truncated body for a whole one.
-        _ if !backend_open => Action::Close(CloseReason::Error(Side::Backend, libc::ECONNRESET)),
+        _ if !backend_open => cut_short(pair, CloseReason::Error(Side::Backend, libc::ECONNRESET)),
         _ => Action::Wait,
     }
 }
@@ -668,14 +678,21 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
     // connection after its answer (the rest of the body cannot follow), so
     // the client is told (RFC 9110 15, RFC 9112 9.6).
     let answered_early = pair.to_backend.framing() != Framing::Complete;
+    // ferry forwards an HTTP/1.0 request as HTTP/1.0, so a backend should
+    // not answer it chunked; one that does anyway has the body decoded for
+    // the client, which cannot, and delimited by the close (as nginx does).
+    let dechunk = head.body == BodyKind::Chunked && ex.client_minor == 0;
     let close = !ex.client_keep_alive
         || ctx.winding_down
         || head.body == BodyKind::UntilClose
+        || dechunk
         || answered_early
         || !client_may_send_more(&pair.to_backend);
     ex.client_keep_alive = !close;
     ex.backend_reusable = head.keep_alive && !ex.abandoned;
-    let directive = if close {
+    let directive = if dechunk {
+        ClientConnection::CloseDechunked
+    } else if close {
         ClientConnection::Close
     } else if ex.client_minor == 0 {
         ClientConnection::KeepAlive10
@@ -694,6 +711,7 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
     let framing = match head.body {
         BodyKind::None => Framing::Complete,
         BodyKind::Length(n) => Framing::Length(n),
+        BodyKind::Chunked if dechunk => Framing::Dechunk(ChunkScanner::default()),
         BodyKind::Chunked => Framing::Chunked(ChunkScanner::default()),
         BodyKind::UntilClose => Framing::Stream,
     };
@@ -806,7 +824,7 @@ fn start_closing(pair: &mut Pair, ctx: &mut Ctx) {
 fn answer_with(pair: &mut Pair, status: u16, ctx: &mut Ctx) -> Action {
     if pair.exchange.response_started && pair.to_client.framing() != Framing::Head {
         // Part of a response already reached the client: only a close is honest.
-        return Action::Close(CloseReason::Error(Side::Backend, libc::EPROTO));
+        return cut_short(pair, CloseReason::Error(Side::Backend, libc::EPROTO));
     }
     ctx.counters.http_answers += 1;
     count_status(ctx.counters, status);
