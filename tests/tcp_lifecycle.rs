@@ -18,6 +18,8 @@ fn wait_until_refused(addr: std::net::SocketAddr) {
     loop {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
+            // A connect that races the listener's close is reset: try again.
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
             Err(e) => panic!("connect after SIGTERM failed with {e}, expected a refusal"),
             Ok(s) => drop(s),
         }
