@@ -536,6 +536,14 @@ fn an_upgrade_in_an_http10_request_is_ignored() {
     expect_answer_and_close(&mut c, 502, "a 101 to an HTTP/1.0 request");
     let report = proxy.wait_idle();
     assert_eq!(report.u("http_answers"), 1);
+    // Counted once, as what the client got: the refused 101 is no response sent.
+    assert_eq!(
+        (
+            report.u("http_responses_1xx"),
+            report.u("http_responses_5xx")
+        ),
+        (0, 1)
+    );
 }
 
 #[test]

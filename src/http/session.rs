@@ -623,6 +623,15 @@ fn count_status(c: &mut Counters, status: u16) {
     }
 }
 
+/// A backend's response head is on its way to the client: count its
+/// status and log it (a head refused instead is counted as ferry's answer).
+fn forwarded_status(ex: &Exchange, status: u16, ctx: &mut Ctx) {
+    count_status(ctx.counters, status);
+    if let Some(record) = ex.log.and_then(|r| ctx.records.get_mut(r)) {
+        record.status = status;
+    }
+}
+
 fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action {
     if (100..200).contains(&head.status) && head.status != 101 && pair.exchange.client_minor == 0 {
         // HTTP/1.0 has no interim responses: a 1.0 client would take one for
@@ -633,10 +642,6 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
     }
     let ex = &mut pair.exchange;
     ex.response_started = true;
-    count_status(ctx.counters, head.status);
-    if let Some(record) = ex.log.and_then(|r| ctx.records.get_mut(r)) {
-        record.status = head.status;
-    }
     let via = ctx.cfg.add.via;
     if (100..200).contains(&head.status) && head.status != 101 {
         // Interim (100 Continue and friends): forward it, then await the final head.
@@ -646,6 +651,7 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
                 write_response(received, ClientConnection::KeepAlive, via, out)
             }) {
             Ok(()) => {
+                forwarded_status(&pair.exchange, head.status, ctx);
                 // The final head may need the whole buffer: move what
                 // followed the interim head (now in the prefix) to the front.
                 let _ = pair.to_client.set_framing(Framing::Head, ctx.pools);
@@ -667,6 +673,7 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
         {
             return answer_with(pair, 502, ctx);
         }
+        forwarded_status(ex, head.status, ctx);
         ex.tunnel = true;
         ex.backend_reusable = false;
         let _ = pair.to_backend.set_framing(Framing::Stream, ctx.pools);
@@ -718,6 +725,7 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
     if pair.to_client.set_framing(framing, ctx.pools).is_err() {
         return refuse_response(pair, ctx);
     }
+    forwarded_status(&pair.exchange, head.status, ctx);
     pair.exchange.body_base = pair.to_client.delivered() + pair.to_client.prefix_pending() as u64;
     pair.to_client.hold_prefix_for_body();
     pair.deadline = ctx.tick + ctx.ticks.idle;
