@@ -223,6 +223,11 @@ impl Flow {
         self.framing
     }
 
+    /// A prefix is set and none of it has gone out yet.
+    pub fn prefix_unsent(&self) -> bool {
+        self.prefix.is_some() && self.prefix_start == 0 && self.prefix_end > 0
+    }
+
     /// Bytes of the prefix not yet delivered.
     pub fn prefix_pending(&self) -> usize {
         (self.prefix_end - self.prefix_start) as usize

@@ -284,6 +284,13 @@ pub fn on_error(
         {
             backend_failed(pair, conn, ctx)
         }
+        // The head was read but none of it reached the client yet (it waits
+        // one read for its body to join it): the client can still be told.
+        CloseReason::Error(Side::Backend, _)
+            if pair.exchange.response_started && pair.to_client.prefix_unsent() =>
+        {
+            refuse_response(pair, ctx)
+        }
         CloseReason::Invalid(Side::Client, _) => answer_with(pair, 400, ctx),
         other => cut_short(pair, other),
     }
@@ -732,9 +739,9 @@ fn start_response(pair: &mut Pair, head: ResponseHead, ctx: &mut Ctx) -> Action 
     Action::Again
 }
 
-/// The body read with the head broke its framing (a bad chunk or trailer)
-/// before any of the response went out: the client can still be told 502,
-/// as for a bad head.
+/// The body read with the head broke its framing (a bad chunk or trailer),
+/// or the backend failed, before any of the response went out: the client
+/// can still be told 502, as for a bad head.
 fn refuse_response(pair: &mut Pair, ctx: &mut Ctx) -> Action {
     pair.to_client.release(ctx.pools);
     let _ = pair.to_client.set_framing(Framing::Head, ctx.pools);
