@@ -10,12 +10,12 @@
 //! walks the same way and keeps only the chunk data, in place.
 //!
 //! Strict on purpose: line ends must be CRLF, sizes are hex digits only (at
-//! most 15 significant ones, after any number of leading zeros), extensions are `;name[=value]` with token or quoted
-//! values and optional whitespace, and trailer lines are field lines held to
-//! the rules httparse applies to a head: a token name right before the
-//! colon, no obs-fold (a line starting with SP or HTAB), and a value of
-//! HTAB, visible ASCII, SP or obs-text only (no bare CR, LF, NUL or other
-//! control byte). Anything else is an error: a request gets 400, a response
+//! most 15 significant ones, after any number of leading zeros), extensions
+//! are `;name[=value]` with token or quoted values and optional whitespace,
+//! and trailer lines are field lines held to the rules httparse applies to
+//! a head: a token name right before the colon, no obs-fold (a line
+//! starting with SP or HTAB), and a value of HTAB, visible ASCII, SP or
+//! obs-text only (no bare CR, LF, NUL or other control byte). Anything else is an error: a request gets 400, a response
 //! 502 if none of it went out yet, else the connection is closed.
 
 /// Where the scanner stands.

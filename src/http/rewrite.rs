@@ -9,8 +9,9 @@
 //! `X-Forwarded-For` (appended to any received), `X-Forwarded-Proto` and
 //! `Via: 1.1 ferry`; to responses: `Via` and the connection directive the
 //! client needs (and, for a chunked body ferry decodes for an HTTP/1.0
-//! client, no `Transfer-Encoding`). The head is re-parsed from the bytes (it was validated
-//! already) and written into a caller's buffer without allocating.
+//! client, no `Transfer-Encoding`). The head is re-parsed from the bytes
+//! (it was validated already) and written into a caller's buffer without
+//! allocating.
 
 use super::head::{list, uninit_slots};
 use crate::forward::target::parse_absolute;
