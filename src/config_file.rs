@@ -583,6 +583,7 @@ mod tests {
             ("admin = \"0.0.0.0:9100\"\n[[listener]]\n", "f.toml:1:9: admin: the admin listener on 0.0.0.0:9100 is not loopback-only; give admin_token"),
             ("[[listener]]\nmode = \"forward\"\nbackends = [\"127.0.0.1:1\"]\nlisten = \"127.0.0.1:1\"\n", "takes no backends"),
             ("[[listener]\n", "f.toml:1:"),
+            ("[[listener]]\npool_size = 65537\n", "f.toml:2:13: pool_size: 65537 is not between 0 and 65536"),
         ] {
             let p = problems(text);
             assert!(p.len() == 1 && p[0].contains(want), "{text:?}: {p:#?}");

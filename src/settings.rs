@@ -18,6 +18,12 @@ use crate::forward::auth;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+/// The most idle connections a listener may pool per backend per worker.
+/// A worker reserves room for `pool_size` connections of each backend up
+/// front, so an unbounded value would make it reserve more memory than
+/// exists (and the process abort, even on a reload).
+pub const MAX_POOL_SIZE: usize = 65536;
+
 /// A value and where it was given, which every message about it starts with.
 #[derive(Clone, Debug)]
 pub struct Given<T> {
@@ -271,6 +277,9 @@ impl ListenerSettings {
         }
         if let Some(m) = &self.max_headers {
             in_range(problems, m, 1, crate::http::head::HEADER_SLOTS);
+        }
+        if let Some(p) = &self.pool_size {
+            in_range(problems, p, 0, MAX_POOL_SIZE);
         }
         for n in [
             &self.health_rise,
