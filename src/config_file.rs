@@ -76,7 +76,11 @@ pub fn load_under(path: &str, flags: &Settings) -> Result<Config, Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{path}: {e}")])?;
     let mut settings = parse(path, &text)?;
     settings.overlay(flags);
-    settings.build()
+    settings.build().map_err(|mut problems| {
+        // In the file's order; a flag's problems (no line) come last.
+        problems.sort_by_key(|p| line_and_column(path, p));
+        problems
+    })
 }
 
 /// Read the settings a file's text gives; `file` names it in messages. A
@@ -388,6 +392,15 @@ impl Reader<'_> {
     /// The `[[listener]]` tables.
     fn listeners(&mut self, key: &Key, value: &Value) -> Vec<ListenerSettings> {
         let tables = match value.get_ref() {
+            DeValue::Array(items) if items.is_empty() => {
+                let message = format!(
+                    "{}: an empty list declares no listener; a file needs at least one \
+                     [[listener]] table",
+                    self.at_value(key, value.span())
+                );
+                self.problem(value.span().start, message);
+                return Vec::new();
+            }
             DeValue::Array(items) if items.iter().all(|t| t.get_ref().is_table()) => items,
             _ => {
                 self.wrong_type(key, value, "[[listener]] tables");
@@ -584,6 +597,9 @@ mod tests {
             ("[[listener]]\nmode = \"forward\"\nbackends = [\"127.0.0.1:1\"]\nlisten = \"127.0.0.1:1\"\n", "takes no backends"),
             ("[[listener]\n", "f.toml:1:"),
             ("[[listener]]\npool_size = 65537\n", "f.toml:2:13: pool_size: 65537 is not between 0 and 65536"),
+            ("listener = []\n", "f.toml:1:12: listener: an empty list declares no listener"),
+            ("admin = \"127.0.0.1:80\"\n[[listener]]\nlisten = \"[::]:80\"\n", "f.toml:1:9: admin: the admin listener 127.0.0.1:80 clashes with [::]:80 of listener 'listener1'"),
+            ("admin = \"127.0.0.1:0\"\nadmin_token = \"\"\n[[listener]]\n", "f.toml:2:15: admin_token: the token is empty"),
         ] {
             let p = problems(text);
             assert!(p.len() == 1 && p[0].contains(want), "{text:?}: {p:#?}");
@@ -596,6 +612,29 @@ mod tests {
             "[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nlisten = \"127.0.0.2:0\"\n"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn more_than_max_listeners_are_a_problem_at_the_first_too_many() {
+        let n = crate::token::MAX_LISTENERS;
+        let text: String = (0..=n)
+            .map(|i| {
+                format!(
+                    "[[listener]]\nlisten = \"127.1.{}.{}:0\"\n",
+                    i / 250,
+                    i % 250 + 1
+                )
+            })
+            .collect();
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        let line = 2 * n + 1;
+        assert!(
+            p[0].starts_with(&format!("f.toml:{line}:1: more than {n} listeners")),
+            "{p:?}"
+        );
+        let cut = text.rfind("[[listener]]").unwrap();
+        assert!(problems(&text[..cut]).is_empty());
     }
 
     #[test]

@@ -165,6 +165,13 @@ impl Settings {
             addr.map_err(|e| problems.push(e)).ok()
         });
         let admin_token = g.admin_token.as_ref().map(|t| t.value.clone());
+        if let Some(t) = g.admin_token.as_ref().filter(|t| t.value.is_empty()) {
+            // An empty token could never be presented: every request would get 401.
+            problems.push(format!(
+                "{}: the token is empty; give one, or leave the token out on a loopback admin address",
+                t.at
+            ));
+        }
         if let (Some(addr), Some(a)) = (admin, &g.admin) {
             let token_key = name_of(&a.at, "--admin-token", "admin_token");
             if let Err(e) = check_admin(Some(addr), admin_token.as_deref(), &a.at, token_key) {
@@ -182,6 +189,17 @@ impl Settings {
             })
             .collect();
         check_listeners_apart(&self.listeners, &mut problems);
+        if let (Some(addr), Some(a)) = (admin, &g.admin) {
+            check_admin_apart(addr, &a.at, &self.listeners, &mut problems);
+        }
+        if let Some(extra) = self.listeners.get(crate::token::MAX_LISTENERS) {
+            problems.push(format!(
+                "{}: more than {} listeners; a worker tells at most {} apart",
+                extra.declared.as_deref().unwrap_or("the command line"),
+                crate::token::MAX_LISTENERS,
+                crate::token::MAX_LISTENERS,
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -473,6 +491,29 @@ fn check_listeners_apart(given: &[ListenerSettings], problems: &mut Vec<String>)
                 };
                 problems.push(format!("{at}: {what}"));
             }
+        }
+    }
+}
+
+/// The admin listener may not take a listener's address: the first one
+/// bound would make the other fail at start (or on a reload). Port 0 picks
+/// a free port for each, so it never clashes.
+fn check_admin_apart(
+    admin: SocketAddr,
+    admin_at: &str,
+    given: &[ListenerSettings],
+    problems: &mut Vec<String>,
+) {
+    for (i, l) in given.iter().enumerate() {
+        if l.broken && l.port.is_none() {
+            continue;
+        }
+        let listen = l.listen();
+        if admin.port() != 0 && admin.port() == listen.port() && overlaps(admin.ip(), listen.ip()) {
+            problems.push(format!(
+                "{admin_at}: the admin listener {admin} clashes with {listen} of listener '{}'",
+                l.name(i)
+            ));
         }
     }
 }

@@ -6,6 +6,9 @@
 //!   memory for (a huge `pool_size`, `max_conns` times `buffer_size`) are
 //!   refused with a message, at start and on a reload, instead of aborting
 //!   the process.
+//! * More listeners than a worker's tokens tell apart, an empty
+//!   `listener = []`, an admin listener on a listener's address and an
+//!   empty admin token are problems `--check` names.
 
 mod common;
 
@@ -20,6 +23,13 @@ fn http_file(backend: SocketAddr, extra: &str, more: &str) -> String {
         "workers = 1\n{extra}\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
          mode = \"http\"\nbackends = [\"{backend}\"]\n{more}\n"
     )
+}
+
+/// `--check` on `text` written to `name`: the exit code and stderr.
+fn check(dir: &TempDir, name: &str, text: &str) -> (Option<i32>, String, String) {
+    let path = dir.write(name, text);
+    let (status, stdout, stderr) = run_cli(&["-c", &path, "--check"]);
+    (status.code(), stdout, stderr)
 }
 
 /// Reload `text`, which must be refused with a line containing `want`; the
@@ -71,6 +81,88 @@ fn a_reload_the_workers_cannot_reserve_memory_for_is_refused_and_changes_nothing
     assert!(
         stderr.contains("max_conns 16777216 with buffer_size 16777216")
             && !stderr.contains("memory allocation"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn more_listeners_than_a_worker_tells_apart_are_refused() {
+    let dir = TempDir::new("ops-many");
+    // 4097 listeners on distinct loopback addresses: the 4097th used to be
+    // served once and then never again (its token read as a pair's).
+    let mut text = String::from("workers = 1\n");
+    for i in 0..4097 {
+        text.push_str(&format!(
+            "[[listener]]\nlisten = \"127.0.{}.{}:0\"\n",
+            i / 250 + 1,
+            i % 250 + 1
+        ));
+    }
+    let (code, stdout, stderr) = check(&dir, "many.toml", &text);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    // Listener 4097 starts on line 2 + 2 * 4096.
+    assert!(
+        stderr.contains("many.toml:8194:1: more than 4096 listeners"),
+        "{stderr}"
+    );
+    // 4096 are fine.
+    let cut = text.rfind("[[listener]]").unwrap();
+    let (code, stdout, stderr) = check(&dir, "most.toml", &text[..cut]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("ok (4096 listeners)"), "{stdout}");
+}
+
+#[test]
+fn an_empty_listener_list_is_refused_at_check_and_on_reload() {
+    let dir = TempDir::new("ops-empty");
+    let (code, stdout, stderr) = check(&dir, "empty.toml", "workers = 1\nlistener = []\n");
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("empty.toml:2:12: listener: an empty list declares no listener"),
+        "{stderr}"
+    );
+
+    let a = HttpBackend::named("a");
+    let file = dir.write("ferry.toml", &http_file(a.addr, "", ""));
+    let proxy = Proxy::start(&["-c", &file]);
+    refused_reload(
+        &dir,
+        &proxy,
+        proxy.addr,
+        "workers = 1\nlistener = []\n",
+        "no listener",
+    );
+}
+
+#[test]
+fn the_admin_listener_may_not_take_a_listeners_address() {
+    let dir = TempDir::new("ops-admin-clash");
+    // --check binds nothing, so any port will do.
+    let text = "admin = \"127.0.0.1:19431\"\n[[listener]]\nname = \"web\"\n\
+                listen = \"0.0.0.0:19431\"\n";
+    let (code, stdout, stderr) = check(&dir, "clash.toml", text);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "clash.toml:1:9: admin: the admin listener 127.0.0.1:19431 clashes with \
+             0.0.0.0:19431 of listener 'web'"
+        ),
+        "{stderr}"
+    );
+    // Port 0 picks a free port for each: no clash.
+    let text = "admin = \"127.0.0.1:0\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n";
+    assert_eq!(check(&dir, "zero.toml", text).0, Some(0));
+}
+
+#[test]
+fn an_empty_admin_token_is_refused() {
+    let dir = TempDir::new("ops-token");
+    // With an empty token no request could ever be let in.
+    let text = "admin = \"127.0.0.1:0\"\nadmin_token = \"\"\n[[listener]]\n";
+    let (code, stdout, stderr) = check(&dir, "token.toml", text);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("token.toml:2:15: admin_token: the token is empty"),
         "{stderr}"
     );
 }
