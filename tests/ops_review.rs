@@ -9,6 +9,7 @@
 //! * More listeners than a worker's tokens tell apart, an empty
 //!   `listener = []`, an admin listener on a listener's address and an
 //!   empty admin token are problems `--check` names.
+//! * Syntax errors name their key; a file that is not UTF-8 says where.
 
 mod common;
 
@@ -163,6 +164,33 @@ fn an_empty_admin_token_is_refused() {
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
         stderr.contains("token.toml:2:15: admin_token: the token is empty"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn syntax_errors_name_their_key_and_a_file_not_utf8_says_where() {
+    let dir = TempDir::new("ops-syntax");
+    let (code, _, stderr) = check(
+        &dir,
+        "dup.toml",
+        "[[listener]]\nmode = \"http\"\nmode = \"tcp\"\n",
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("dup.toml:3:1: mode: duplicate key"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = check(&dir, "value.toml", "workers = two\n[[listener]]\n");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("value.toml:1:11: workers: "), "{stderr}");
+
+    let path = dir.path.join("latin1.toml");
+    std::fs::write(&path, b"[[listener]]\nname = \"caf\xe9\"\n").unwrap();
+    let (status, _, stderr) = run_cli(&["-c", path.to_str().unwrap(), "--check"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("latin1.toml:2:12: the file is not UTF-8"),
         "{stderr}"
     );
 }
