@@ -1,6 +1,6 @@
 //! The operational review: config files the way an operator gets them
-//! wrong, and reloads that must change nothing when they are refused. Each
-//! test spawns the real binary.
+//! wrong, reloads that must change nothing when they are refused, and the
+//! admin listener. Each test spawns the real binary.
 //!
 //! * Values in range for each check alone that the workers cannot reserve
 //!   memory for (a huge `pool_size`, `max_conns` times `buffer_size`) are
@@ -10,12 +10,16 @@
 //!   `listener = []`, an admin listener on a listener's address and an
 //!   empty admin token are problems `--check` names.
 //! * Syntax errors name their key; a file that is not UTF-8 says where.
+//! * The admin listener answers HEAD as GET without the body.
 
 mod common;
 
 use common::files::{Reloaded, TempDir};
 use common::*;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// A one-worker HTTP listener on a free loopback port in front of `backend`,
 /// with `extra` lines (global keys) before it and `more` in its table.
@@ -192,5 +196,65 @@ fn syntax_errors_name_their_key_and_a_file_not_utf8_says_where() {
     assert!(
         stderr.contains("latin1.toml:2:12: the file is not UTF-8"),
         "{stderr}"
+    );
+}
+
+/// The admin address from the `ferry: admin on ADDR` banner.
+fn admin_addr(proxy: &Proxy) -> SocketAddr {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(addr) = proxy
+            .stderr_lines()
+            .iter()
+            .find_map(|l| l.strip_prefix("ferry: admin on ")?.trim().parse().ok())
+        {
+            return addr;
+        }
+        assert!(Instant::now() < end, "no admin banner: {}", proxy.stderr());
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Everything the admin listener sends for `request`, until it closes.
+fn exchange(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    s.read_to_end(&mut bytes).unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn the_admin_listener_answers_head_as_get_without_the_body() {
+    let backend = HttpBackend::fixed(&ok(b"x"));
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&proxy);
+    for path in ["/health", "/metrics", "/stats?pretty"] {
+        let get = exchange(admin, &format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n"));
+        let head = exchange(admin, &format!("HEAD {path} HTTP/1.1\r\nHost: a\r\n\r\n"));
+        let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+        assert!(get_head.starts_with("HTTP/1.1 200 "), "{get}");
+        assert!(head.starts_with("HTTP/1.1 200 "), "HEAD {path}: {head}");
+        assert!(
+            head.ends_with("\r\n\r\n"),
+            "HEAD {path} has a body: {head:?}"
+        );
+        let length = |h: &str| {
+            h.lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map(str::to_string)
+        };
+        assert!(length(&head).is_some_and(|n| n != "0"), "{head}");
+        if path == "/health" {
+            // The figures of the others move between two requests.
+            assert_eq!(length(&head), length(get_head));
+            assert_eq!(get_body, "ok\n");
+        }
+    }
+    let put = exchange(admin, "PUT /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert!(
+        put.starts_with("HTTP/1.1 405 ") && put.contains("Allow: GET, HEAD\r\n"),
+        "{put}"
     );
 }
