@@ -38,6 +38,7 @@ use mio::{Poll, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use std::collections::hash_map::{Entry, HashMap};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
@@ -150,6 +151,8 @@ impl Process {
 struct Bound {
     addr: SocketAddr,
     shards: Vec<std::net::TcpListener>,
+    /// The listen backlog the shards have now.
+    backlog: i32,
 }
 
 /// One generation of workers and what it needs to be stopped or retired.
@@ -348,6 +351,7 @@ fn shards_for(
             e.insert(Bound {
                 addr: bound,
                 shards,
+                backlog: config.backlog,
             })
         }
     };
@@ -372,12 +376,41 @@ fn start_generation(
 ) -> Result<Generation, StartError> {
     let mut fresh = Vec::new();
     let result = build_generation(config, generation, sockets, &mut fresh, process, tx);
-    if result.is_err() {
-        for addr in fresh {
-            sockets.remove(&addr);
+    match &result {
+        Ok(g) => set_backlogs(&g.shared.config, sockets),
+        Err(_) => {
+            for addr in fresh {
+                sockets.remove(&addr);
+            }
         }
     }
     result
+}
+
+/// Give the sockets a generation kept the backlog it asks for (a new one
+/// was bound with it): listen(2) again on a listening socket only sets its
+/// backlog, and its queue stays. Done once the generation runs, so that a
+/// reload that fails changes nothing.
+fn set_backlogs(config: &Config, sockets: &mut HashMap<SocketAddr, Bound>) {
+    for l in &config.listeners {
+        let Some(b) = sockets.get_mut(&l.listen) else {
+            continue;
+        };
+        if b.backlog == config.backlog {
+            continue;
+        }
+        for s in &b.shards {
+            // SAFETY: listen(2) on a descriptor this Bound owns and keeps open.
+            if unsafe { libc::listen(s.as_raw_fd(), config.backlog) } != 0 {
+                let e = std::io::Error::last_os_error();
+                eprintln!(
+                    "ferry: cannot set the backlog of {} to {}: {e}",
+                    b.addr, config.backlog
+                );
+            }
+        }
+        b.backlog = config.backlog;
+    }
 }
 
 /// Whether the kernel would map `bytes` of fresh anonymous memory now: the

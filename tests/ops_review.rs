@@ -9,6 +9,7 @@
 //! * More listeners than a worker's tokens tell apart, an empty
 //!   `listener = []`, an admin listener on a listener's address and an
 //!   empty admin token are problems `--check` names.
+//! * A reload sets the backlog of the listening sockets it keeps.
 //! * Syntax errors name their key; a file that is not UTF-8 says where.
 //! * The admin listener answers HEAD as GET without the body.
 
@@ -88,6 +89,47 @@ fn a_reload_the_workers_cannot_reserve_memory_for_is_refused_and_changes_nothing
             && !stderr.contains("memory allocation"),
         "{stderr}"
     );
+}
+
+/// The backlog of the socket listening on `addr`, as `ss` shows it (Send-Q
+/// of a listening socket); None without `ss`.
+fn listen_backlog(addr: SocketAddr) -> Option<u32> {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("src {addr}")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("ss shows no {addr}"));
+    let send_q = line
+        .split_whitespace()
+        .nth(2)
+        .expect("State Recv-Q Send-Q ...");
+    Some(send_q.parse().unwrap_or_else(|_| panic!("ss: {line}")))
+}
+
+#[test]
+fn a_reload_sets_the_backlog_of_the_sockets_it_keeps() {
+    let dir = TempDir::new("ops-backlog");
+    let a = HttpBackend::named("a");
+    let file = dir.write("ferry.toml", &http_file(a.addr, "backlog = 100", ""));
+    let proxy = Proxy::start(&["-c", &file]);
+    let Some(before) = listen_backlog(proxy.addr) else {
+        eprintln!("skipped: no `ss` to read a listening socket's backlog");
+        return;
+    };
+    assert_eq!(before, 100);
+    // The socket is kept (same address), so its queue is; the backlog
+    // used to stay 100 whatever the reloaded file said.
+    dir.write("ferry.toml", &http_file(a.addr, "backlog = 7", ""));
+    assert_eq!(proxy.reload_ok(), [proxy.addr]);
+    assert_eq!(listen_backlog(proxy.addr), Some(7));
+    // A reload that fails changes nothing, the backlog included.
+    let bad = http_file(a.addr, "backlog = 50", "pool_size = -1");
+    refused_reload(&dir, &proxy, proxy.addr, &bad, "pool_size");
+    assert_eq!(listen_backlog(proxy.addr), Some(7));
 }
 
 #[test]
