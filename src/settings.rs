@@ -310,6 +310,7 @@ impl ListenerSettings {
         {
             problems.push(format!("{}: {} is not at least 1", n.at, n.value));
         }
+        self.check_mode_keys(mode, problems);
         if let Some(p) = self.backend_port.as_ref().filter(|p| p.value == 0) {
             problems.push(format!("{}: 0 is not a port a backend can listen on", p.at));
         }
@@ -348,6 +349,65 @@ impl ListenerSettings {
             http,
             forward: forward?,
         })
+    }
+
+    /// A setting this listener's mode has no use for is a problem, not a
+    /// silent no-op (an `access_log` on a TCP listener would log nothing).
+    fn check_mode_keys(&self, mode: Mode, problems: &mut Vec<String>) {
+        macro_rules! given {
+            ($($field:ident),*) => { [$(self.$field.as_ref().map(|g| g.at.as_str())),*] };
+        }
+        let http = given!(
+            header_timeout,
+            keepalive_timeout,
+            backend_timeout,
+            pool_idle_timeout,
+            pool_size,
+            pool_max_requests,
+            max_header_size,
+            max_headers,
+            access_log,
+            x_forwarded_for,
+            x_forwarded_proto,
+            via
+        );
+        let backends = given!(
+            balance,
+            health_check,
+            health_interval,
+            health_rise,
+            health_fall
+        );
+        let forward = given!(auth, auth_file, connect_ports, allow, deny, open);
+        let backend_port = given!(backend_port);
+        let (unused, why): (Vec<&str>, &str) = match mode {
+            Mode::Tcp => (
+                http.into_iter().chain(backends).flatten().collect(),
+                "tcp mode relays bytes and does not use this HTTP setting",
+            ),
+            Mode::Http => (Vec::new(), ""),
+            Mode::Forward => (
+                backends.into_iter().chain(backend_port).flatten().collect(),
+                "forward mode has no backends to balance, check or give a port",
+            ),
+        };
+        for at in unused {
+            let fix = name_of(at, "-m http", "mode = \"http\"");
+            let fix = if mode == Mode::Tcp {
+                format!("; remove it, or use {fix}")
+            } else {
+                "; remove it".to_string()
+            };
+            problems.push(format!("{at}: {why}{fix}"));
+        }
+        if mode != Mode::Forward {
+            for at in forward.into_iter().flatten() {
+                let fix = name_of(at, "-m forward", "mode = \"forward\"");
+                problems.push(format!(
+                    "{at}: only forward mode uses this; remove it, or use {fix}"
+                ));
+            }
+        }
     }
 
     /// The backends, resolved: the default one when none is given, none in

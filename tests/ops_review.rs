@@ -10,6 +10,7 @@
 //!   `listener = []`, an admin listener on a listener's address and an
 //!   empty admin token are problems `--check` names.
 //! * A reload sets the backlog of the listening sockets it keeps.
+//! * A setting the listener's mode does not use is a problem.
 //! * Syntax errors name their key; a file that is not UTF-8 says where.
 //! * The admin listener answers HEAD as GET without the body.
 
@@ -210,6 +211,45 @@ fn an_empty_admin_token_is_refused() {
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
         stderr.contains("token.toml:2:15: admin_token: the token is empty"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_setting_the_listeners_mode_does_not_use_is_a_problem() {
+    let dir = TempDir::new("ops-mode-keys");
+    // An access log on a TCP listener used to be accepted and write
+    // nothing; so were balancing in forward mode and credentials in HTTP mode.
+    let text = "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"tcp\"\n\
+                access_log = \"/tmp/never.log\"\n\
+                [[listener]]\nlisten = \"127.0.0.2:0\"\nmode = \"forward\"\n\
+                health_interval = 5\n\
+                [[listener]]\nlisten = \"127.0.0.3:0\"\nmode = \"http\"\n\
+                auth = [\"u:p\"]\n";
+    let (code, stdout, stderr) = check(&dir, "modes.toml", text);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    for want in [
+        "modes.toml:4:14: access_log: tcp mode relays bytes and does not use this HTTP \
+         setting; remove it, or use mode = \"http\"",
+        "modes.toml:8:19: health_interval: forward mode has no backends",
+        "modes.toml:12:8: auth: only forward mode uses this; remove it, or use mode = \"forward\"",
+    ] {
+        assert!(stderr.contains(want), "{want:?} missing from\n{stderr}");
+    }
+    // The same on the command line, named by the flag.
+    let (status, _, stderr) = run_cli(&[
+        "-l",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "-m",
+        "tcp",
+        "--access-log",
+        "/tmp/never.log",
+    ]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--access-log: tcp mode relays bytes") && stderr.contains("-m http"),
         "{stderr}"
     );
 }
