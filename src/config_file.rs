@@ -638,6 +638,7 @@ mod tests {
             ("[[listener]\n", "f.toml:1:"),
             ("[[listener]]\nmode = \"tcp\"\npool_size = 3\n", "f.toml:3:13: pool_size: tcp mode relays bytes and does not use this HTTP setting"),
             ("[[listener]]\nmode = \"forward\"\nlisten = \"127.0.0.1:1\"\nbalance = \"p2c\"\n", "f.toml:4:11: balance: forward mode has no backends"),
+            ("[[listener]]\nmode = \"http\"\nhealth_interval = 0.05\n", "f.toml:3:19: health_interval: 0.05 s is below 0.1 s"),
             ("[[listener]]\nmode = \"http\"\nopen = true\n", "f.toml:3:8: open: only forward mode uses this"),
             ("[[listener]]\nmode = \"http\"\npool_size = 65537\n", "f.toml:3:13: pool_size: 65537 is not between 0 and 65536"),
             ("listener = []\n", "f.toml:1:12: listener: an empty list declares no listener"),

@@ -24,6 +24,11 @@ use std::time::Duration;
 /// exists (and the process abort, even on a reload).
 pub const MAX_POOL_SIZE: usize = 65536;
 
+/// The shortest time between health checks. The checker sleeps the
+/// interval between rounds and gives each probe at most the interval, so a
+/// microsecond made a thread spin on connects and took healthy backends down.
+pub const MIN_HEALTH_INTERVAL: f64 = 0.1;
+
 /// A value and where it was given, which every message about it starts with.
 #[derive(Clone, Debug)]
 pub struct Given<T> {
@@ -311,6 +316,18 @@ impl ListenerSettings {
             problems.push(format!("{}: {} is not at least 1", n.at, n.value));
         }
         self.check_mode_keys(mode, problems);
+        if let Some(h) = self
+            .health_interval
+            .as_ref()
+            .filter(|h| h.value < MIN_HEALTH_INTERVAL)
+        {
+            problems.push(format!(
+                "{}: {} s is below {MIN_HEALTH_INTERVAL} s: checks that often keep a thread \
+                 connecting without a pause, and a probe (given the interval to answer) \
+                 fails a healthy backend",
+                h.at, h.value
+            ));
+        }
         if let Some(p) = self.backend_port.as_ref().filter(|p| p.value == 0) {
             problems.push(format!("{}: 0 is not a port a backend can listen on", p.at));
         }

@@ -10,7 +10,8 @@
 //!   `listener = []`, an admin listener on a listener's address and an
 //!   empty admin token are problems `--check` names.
 //! * A reload sets the backlog of the listening sockets it keeps.
-//! * A setting the listener's mode does not use is a problem.
+//! * A setting the listener's mode does not use is a problem; so is a
+//!   health check interval under 0.1 s.
 //! * Syntax errors name their key; a file that is not UTF-8 says where.
 //! * The admin listener answers HEAD as GET without the body.
 
@@ -250,6 +251,21 @@ fn a_setting_the_listeners_mode_does_not_use_is_a_problem() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("--access-log: tcp mode relays bytes") && stderr.contains("-m http"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_health_interval_under_a_tenth_of_a_second_is_refused() {
+    let dir = TempDir::new("ops-health");
+    // A health check every microsecond used to spin a thread on connects
+    // (26,000 checks in 3 s) and give each probe a microsecond to answer.
+    let text = "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"http\"\n\
+                health_interval = 0.000001\n";
+    let (code, _, stderr) = check(&dir, "often.toml", text);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("often.toml:4:19: health_interval: 0.000001 s is below 0.1 s"),
         "{stderr}"
     );
 }
