@@ -8,7 +8,8 @@
 //! silent client holds one thread for at most the deadline while the other
 //! keeps serving. When a token is configured every request, whatever its
 //! path, must carry `Authorization: Bearer TOKEN` (compared in constant
-//! time) or gets 401. A known path with another method than GET or HEAD
+//! time) or gets 401. The target may be absolute (`http://HOST/metrics`). A
+//! known path with another method than GET or HEAD
 //! (GET without the body) gets 405, an unknown path 404. The figures are read from [`Process`], summed over
 //! every generation of workers, so a reload does not reset them.
 
@@ -213,7 +214,7 @@ fn route(
                 .with_headers("WWW-Authenticate: Bearer realm=\"ferry\"\r\n");
         }
     }
-    let path = target.split('?').next().unwrap_or("");
+    let path = origin_form(target).split('?').next().unwrap_or("");
     if !matches!(path, "/metrics" | "/stats" | "/health") {
         return Answer::text(404, "not found: try /metrics, /stats or /health\n");
     }
@@ -232,6 +233,22 @@ fn route(
         },
         _ => Answer::text(200, "ok\n"),
     }
+}
+
+/// The path and query of a request target: an absolute-form target
+/// (`http://host:port/metrics`, which a server must accept, RFC 9112 3.2.2)
+/// loses its scheme and authority; any other is kept as it is.
+fn origin_form(target: &str) -> &str {
+    let lower = |p: &str| {
+        target
+            .get(..p.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(p))
+    };
+    let Some(scheme) = ["http://", "https://"].into_iter().find(|p| lower(p)) else {
+        return target;
+    };
+    let rest = &target[scheme.len()..];
+    rest.find(['/', '?']).map_or("/", |i| &rest[i..])
 }
 
 /// Whether an `Authorization` value is `Bearer TOKEN` with the right token.
@@ -285,6 +302,10 @@ mod tests {
         assert_eq!(status("GET", "/metrics?x=1"), 200);
         assert_eq!(status("GET", "/stats"), 200);
         assert_eq!(status("GET", "/"), 404);
+        assert_eq!(status("GET", "http://127.0.0.1:9100/metrics?x"), 200);
+        assert_eq!(status("GET", "HTTP://admin/health"), 200);
+        assert_eq!(status("GET", "http://admin"), 404);
+        assert_eq!(origin_form("http://a?b"), "?b");
         assert_eq!(status("POST", "/metrics"), 405);
         assert_eq!(status("HEAD", "/health"), 200);
         assert_eq!(status("PUT", "/health"), 405);

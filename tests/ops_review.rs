@@ -13,7 +13,8 @@
 //! * A setting the listener's mode does not use is a problem; so is a
 //!   health check interval under 0.1 s.
 //! * Syntax errors name their key; a file that is not UTF-8 says where.
-//! * The admin listener answers HEAD as GET without the body.
+//! * The admin listener answers HEAD as GET without the body, and takes an
+//!   absolute-form target.
 
 mod common;
 
@@ -324,7 +325,7 @@ fn exchange(addr: SocketAddr, request: &str) -> String {
 }
 
 #[test]
-fn the_admin_listener_answers_head_as_get_without_the_body() {
+fn the_admin_listener_answers_head_and_absolute_targets() {
     let backend = HttpBackend::fixed(&ok(b"x"));
     let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--admin", "127.0.0.1:0"]);
     let admin = admin_addr(&proxy);
@@ -350,6 +351,16 @@ fn the_admin_listener_answers_head_as_get_without_the_body() {
             assert_eq!(get_body, "ok\n");
         }
     }
+    // An absolute-form target (RFC 9112 3.2.2: a server must accept it)
+    // used to get 404.
+    let absolute = exchange(
+        admin,
+        &format!("GET http://{admin}/health HTTP/1.1\r\n\r\n"),
+    );
+    assert!(
+        absolute.starts_with("HTTP/1.1 200 ") && absolute.ends_with("\r\n\r\nok\n"),
+        "{absolute}"
+    );
     let put = exchange(admin, "PUT /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
     assert!(
         put.starts_with("HTTP/1.1 405 ") && put.contains("Allow: GET, HEAD\r\n"),
