@@ -8,8 +8,9 @@
 //! silent client holds one thread for at most the deadline while the other
 //! keeps serving. When a token is configured every request, whatever its
 //! path, must carry `Authorization: Bearer TOKEN` (compared in constant
-//! time) or gets 401. A known path with another method than GET gets 405,
-//! an unknown path 404. The figures are read from [`Process`], summed over
+//! time) or gets 401. The target may be absolute (`http://HOST/metrics`). A
+//! known path with another method than GET or HEAD
+//! (GET without the body) gets 405, an unknown path 404. The figures are read from [`Process`], summed over
 //! every generation of workers, so a reload does not reset them.
 
 use crate::server::Process;
@@ -39,6 +40,8 @@ struct Answer {
     headers: &'static str,
     content_type: &'static str,
     body: String,
+    /// The request was HEAD: the head says the body's length, no body follows.
+    head_only: bool,
 }
 
 impl Answer {
@@ -48,6 +51,7 @@ impl Answer {
             headers: "",
             content_type: "text/plain; charset=utf-8",
             body: body.to_string(),
+            head_only: false,
         }
     }
 
@@ -120,7 +124,9 @@ fn serve(mut stream: TcpStream, token: Option<&str>, process: &Process) {
     );
     let _ = stream.set_write_timeout(Some(WRITE_DEADLINE));
     let mut message = head.into_bytes();
-    message.extend_from_slice(answer.body.as_bytes());
+    if !answer.head_only {
+        message.extend_from_slice(answer.body.as_bytes());
+    }
     if stream.write_all(&message).is_err() {
         return;
     }
@@ -178,7 +184,9 @@ fn read_and_answer(
                     .iter()
                     .find(|h| h.name.eq_ignore_ascii_case("authorization"))
                     .map(|h| h.value);
-                return Some(route(method, path, auth, token, process));
+                let mut answer = route(method, path, auth, token, process);
+                answer.head_only = method == "HEAD";
+                return Some(answer);
             }
             Ok(httparse::Status::Partial) if len == buf.len() => {
                 return Some(Answer::text(431, "request head too large\n"))
@@ -206,12 +214,13 @@ fn route(
                 .with_headers("WWW-Authenticate: Bearer realm=\"ferry\"\r\n");
         }
     }
-    let path = target.split('?').next().unwrap_or("");
+    let path = origin_form(target).split('?').next().unwrap_or("");
     if !matches!(path, "/metrics" | "/stats" | "/health") {
         return Answer::text(404, "not found: try /metrics, /stats or /health\n");
     }
-    if method != "GET" {
-        return Answer::text(405, "only GET\n").with_headers("Allow: GET\r\n");
+    // HEAD is GET without the body (RFC 9110 9.3.2): monitors use it.
+    if method != "GET" && method != "HEAD" {
+        return Answer::text(405, "only GET and HEAD\n").with_headers("Allow: GET, HEAD\r\n");
     }
     match path {
         "/metrics" => Answer {
@@ -224,6 +233,22 @@ fn route(
         },
         _ => Answer::text(200, "ok\n"),
     }
+}
+
+/// The path and query of a request target: an absolute-form target
+/// (`http://host:port/metrics`, which a server must accept, RFC 9112 3.2.2)
+/// loses its scheme and authority; any other is kept as it is.
+fn origin_form(target: &str) -> &str {
+    let lower = |p: &str| {
+        target
+            .get(..p.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(p))
+    };
+    let Some(scheme) = ["http://", "https://"].into_iter().find(|p| lower(p)) else {
+        return target;
+    };
+    let rest = &target[scheme.len()..];
+    rest.find(['/', '?']).map_or("/", |i| &rest[i..])
 }
 
 /// Whether an `Authorization` value is `Bearer TOKEN` with the right token.
@@ -277,8 +302,13 @@ mod tests {
         assert_eq!(status("GET", "/metrics?x=1"), 200);
         assert_eq!(status("GET", "/stats"), 200);
         assert_eq!(status("GET", "/"), 404);
+        assert_eq!(status("GET", "http://127.0.0.1:9100/metrics?x"), 200);
+        assert_eq!(status("GET", "HTTP://admin/health"), 200);
+        assert_eq!(status("GET", "http://admin"), 404);
+        assert_eq!(origin_form("http://a?b"), "?b");
         assert_eq!(status("POST", "/metrics"), 405);
-        assert_eq!(status("HEAD", "/health"), 405);
+        assert_eq!(status("HEAD", "/health"), 200);
+        assert_eq!(status("PUT", "/health"), 405);
         let denied = route("GET", "/nope", None, Some("t"), &process);
         assert_eq!(
             denied.status, 401,

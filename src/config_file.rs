@@ -73,10 +73,29 @@ pub fn load(path: &str) -> Result<Config, Vec<String>> {
 /// Load `path` with `flags` (the command line's settings) laid over its
 /// globals and its first listener.
 pub fn load_under(path: &str, flags: &Settings) -> Result<Config, Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{path}: {e}")])?;
+    let bytes = std::fs::read(path).map_err(|e| vec![format!("{path}: {e}")])?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        // Say where: the text before the first bad byte is valid.
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let good = std::str::from_utf8(good).unwrap_or_default();
+        let reader = Reader {
+            file: path,
+            text: good,
+            problems: Vec::new(),
+            unreadable: 0,
+        };
+        vec![format!(
+            "{}: the file is not UTF-8 text (TOML must be)",
+            reader.place(good.len())
+        )]
+    })?;
     let mut settings = parse(path, &text)?;
     settings.overlay(flags);
-    settings.build()
+    settings.build().map_err(|mut problems| {
+        // In the file's order; a flag's problems (no line) come last.
+        problems.sort_by_key(|p| line_and_column(path, p));
+        problems
+    })
 }
 
 /// Read the settings a file's text gives; `file` names it in messages. A
@@ -92,8 +111,13 @@ pub fn parse(file: &str, text: &str) -> Result<Settings, Vec<String>> {
     let (root, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
         for e in errors {
-            let at = e.span().map_or(0, |s| s.start);
+            let span = e.span().unwrap_or(0..0);
+            let at = span.start;
             let message = e.message().trim_end().replace('\n', "; ");
+            let message = match key_before(text, &span, &message) {
+                Some(key) => format!("{key}: {message}"),
+                None => message,
+            };
             r.problem(at, format!("{}: {message}", r.place(at)));
         }
         return Err(r.finish());
@@ -388,6 +412,15 @@ impl Reader<'_> {
     /// The `[[listener]]` tables.
     fn listeners(&mut self, key: &Key, value: &Value) -> Vec<ListenerSettings> {
         let tables = match value.get_ref() {
+            DeValue::Array(items) if items.is_empty() => {
+                let message = format!(
+                    "{}: an empty list declares no listener; a file needs at least one \
+                     [[listener]] table",
+                    self.at_value(key, value.span())
+                );
+                self.problem(value.span().start, message);
+                return Vec::new();
+            }
             DeValue::Array(items) if items.iter().all(|t| t.get_ref().is_table()) => items,
             _ => {
                 self.wrong_type(key, value, "[[listener]] tables");
@@ -452,6 +485,26 @@ impl Reader<'_> {
         l.broken = self.unreadable > before;
         l
     }
+}
+
+/// The key a syntax error is about: the key itself for a duplicate key
+/// (the error's span), else the key of the `key = value` line the error
+/// lies in. None when the line names no key.
+fn key_before<'t>(text: &'t str, span: &Range<usize>, message: &str) -> Option<&'t str> {
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_alphanumeric() || "-_.\"' ".contains(c))
+    };
+    let clean = |k: &'t str| k.trim().trim_matches(|c| c == '"' || c == '\'');
+    if message.starts_with("duplicate key") {
+        return text.get(span.clone()).map(clean).filter(|k| is_key(k));
+    }
+    let before = text.get(..span.start)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let (key, _) = line.split_once('=')?;
+    let key = clean(key);
+    (is_key(key) && !line.trim_start().starts_with('[')).then_some(key)
 }
 
 /// The line and column a problem starts with (`FILE:LINE:COLUMN: ...`).
@@ -583,6 +636,16 @@ mod tests {
             ("admin = \"0.0.0.0:9100\"\n[[listener]]\n", "f.toml:1:9: admin: the admin listener on 0.0.0.0:9100 is not loopback-only; give admin_token"),
             ("[[listener]]\nmode = \"forward\"\nbackends = [\"127.0.0.1:1\"]\nlisten = \"127.0.0.1:1\"\n", "takes no backends"),
             ("[[listener]\n", "f.toml:1:"),
+            ("[[listener]]\nmode = \"tcp\"\npool_size = 3\n", "f.toml:3:13: pool_size: tcp mode relays bytes and does not use this HTTP setting"),
+            ("[[listener]]\nmode = \"forward\"\nlisten = \"127.0.0.1:1\"\nbalance = \"p2c\"\n", "f.toml:4:11: balance: forward mode has no backends"),
+            ("[[listener]]\nmode = \"http\"\nhealth_interval = 0.05\n", "f.toml:3:19: health_interval: 0.05 s is below 0.1 s"),
+            ("[[listener]]\nmode = \"http\"\nopen = true\n", "f.toml:3:8: open: only forward mode uses this"),
+            ("[[listener]]\nmode = \"http\"\npool_size = 65537\n", "f.toml:3:13: pool_size: 65537 is not between 0 and 65536"),
+            ("listener = []\n", "f.toml:1:12: listener: an empty list declares no listener"),
+            ("admin = \"127.0.0.1:80\"\n[[listener]]\nlisten = \"[::]:80\"\n", "f.toml:1:9: admin: the admin listener 127.0.0.1:80 clashes with [::]:80 of listener 'listener1'"),
+            ("admin = \"127.0.0.1:0\"\nadmin_token = \"\"\n[[listener]]\n", "f.toml:2:15: admin_token: the token is empty"),
+            ("[[listener]]\nmode = \"http\"\nmode = \"tcp\"\n", "f.toml:3:1: mode: duplicate key"),
+            ("workers = 1 2\n[[listener]]\n", "f.toml:1:11: workers: "),
         ] {
             let p = problems(text);
             assert!(p.len() == 1 && p[0].contains(want), "{text:?}: {p:#?}");
@@ -595,6 +658,46 @@ mod tests {
             "[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nlisten = \"127.0.0.2:0\"\n"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn syntax_errors_are_named_by_the_key_of_their_line() {
+        let key = |text: &str, at: &str, message: &str| {
+            let start = text.find(at).unwrap();
+            key_before(text, &(start..start + at.len()), message).map(str::to_string)
+        };
+        let text = "a = 1\n\"b c\" = x\n[[t]]\nd.e = 2\nd.e = 3\n";
+        assert_eq!(key(text, "x", "expected"), Some("b c".into()));
+        assert_eq!(
+            key(text, "t", "expected"),
+            None,
+            "a table header names no key"
+        );
+        let at = text.rfind("e = 3").unwrap();
+        assert_eq!(key_before(text, &(at..at + 1), "duplicate key"), Some("e"));
+    }
+
+    #[test]
+    fn more_than_max_listeners_are_a_problem_at_the_first_too_many() {
+        let n = crate::token::MAX_LISTENERS;
+        let text: String = (0..=n)
+            .map(|i| {
+                format!(
+                    "[[listener]]\nlisten = \"127.1.{}.{}:0\"\n",
+                    i / 250,
+                    i % 250 + 1
+                )
+            })
+            .collect();
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        let line = 2 * n + 1;
+        assert!(
+            p[0].starts_with(&format!("f.toml:{line}:1: more than {n} listeners")),
+            "{p:?}"
+        );
+        let cut = text.rfind("[[listener]]").unwrap();
+        assert!(problems(&text[..cut]).is_empty());
     }
 
     #[test]

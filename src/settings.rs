@@ -18,6 +18,17 @@ use crate::forward::auth;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+/// The most idle connections a listener may pool per backend per worker.
+/// A worker reserves room for `pool_size` connections of each backend up
+/// front, so an unbounded value would make it reserve more memory than
+/// exists (and the process abort, even on a reload).
+pub const MAX_POOL_SIZE: usize = 65536;
+
+/// The shortest time between health checks. The checker sleeps the
+/// interval between rounds and gives each probe at most the interval, so a
+/// microsecond made a thread spin on connects and took healthy backends down.
+pub const MIN_HEALTH_INTERVAL: f64 = 0.1;
+
 /// A value and where it was given, which every message about it starts with.
 #[derive(Clone, Debug)]
 pub struct Given<T> {
@@ -159,6 +170,13 @@ impl Settings {
             addr.map_err(|e| problems.push(e)).ok()
         });
         let admin_token = g.admin_token.as_ref().map(|t| t.value.clone());
+        if let Some(t) = g.admin_token.as_ref().filter(|t| t.value.is_empty()) {
+            // An empty token could never be presented: every request would get 401.
+            problems.push(format!(
+                "{}: the token is empty; give one, or leave the token out on a loopback admin address",
+                t.at
+            ));
+        }
         if let (Some(addr), Some(a)) = (admin, &g.admin) {
             let token_key = name_of(&a.at, "--admin-token", "admin_token");
             if let Err(e) = check_admin(Some(addr), admin_token.as_deref(), &a.at, token_key) {
@@ -176,6 +194,17 @@ impl Settings {
             })
             .collect();
         check_listeners_apart(&self.listeners, &mut problems);
+        if let (Some(addr), Some(a)) = (admin, &g.admin) {
+            check_admin_apart(addr, &a.at, &self.listeners, &mut problems);
+        }
+        if let Some(extra) = self.listeners.get(crate::token::MAX_LISTENERS) {
+            problems.push(format!(
+                "{}: more than {} listeners; a worker tells at most {} apart",
+                extra.declared.as_deref().unwrap_or("the command line"),
+                crate::token::MAX_LISTENERS,
+                crate::token::MAX_LISTENERS,
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -272,6 +301,9 @@ impl ListenerSettings {
         if let Some(m) = &self.max_headers {
             in_range(problems, m, 1, crate::http::head::HEADER_SLOTS);
         }
+        if let Some(p) = &self.pool_size {
+            in_range(problems, p, 0, MAX_POOL_SIZE);
+        }
         for n in [
             &self.health_rise,
             &self.health_fall,
@@ -282,6 +314,19 @@ impl ListenerSettings {
         .filter(|n| n.value < 1)
         {
             problems.push(format!("{}: {} is not at least 1", n.at, n.value));
+        }
+        self.check_mode_keys(mode, problems);
+        if let Some(h) = self
+            .health_interval
+            .as_ref()
+            .filter(|h| h.value < MIN_HEALTH_INTERVAL)
+        {
+            problems.push(format!(
+                "{}: {} s is below {MIN_HEALTH_INTERVAL} s: checks that often keep a thread \
+                 connecting without a pause, and a probe (given the interval to answer) \
+                 fails a healthy backend",
+                h.at, h.value
+            ));
         }
         if let Some(p) = self.backend_port.as_ref().filter(|p| p.value == 0) {
             problems.push(format!("{}: 0 is not a port a backend can listen on", p.at));
@@ -321,6 +366,65 @@ impl ListenerSettings {
             http,
             forward: forward?,
         })
+    }
+
+    /// A setting this listener's mode has no use for is a problem, not a
+    /// silent no-op (an `access_log` on a TCP listener would log nothing).
+    fn check_mode_keys(&self, mode: Mode, problems: &mut Vec<String>) {
+        macro_rules! given {
+            ($($field:ident),*) => { [$(self.$field.as_ref().map(|g| g.at.as_str())),*] };
+        }
+        let http = given!(
+            header_timeout,
+            keepalive_timeout,
+            backend_timeout,
+            pool_idle_timeout,
+            pool_size,
+            pool_max_requests,
+            max_header_size,
+            max_headers,
+            access_log,
+            x_forwarded_for,
+            x_forwarded_proto,
+            via
+        );
+        let backends = given!(
+            balance,
+            health_check,
+            health_interval,
+            health_rise,
+            health_fall
+        );
+        let forward = given!(auth, auth_file, connect_ports, allow, deny, open);
+        let backend_port = given!(backend_port);
+        let (unused, why): (Vec<&str>, &str) = match mode {
+            Mode::Tcp => (
+                http.into_iter().chain(backends).flatten().collect(),
+                "tcp mode relays bytes and does not use this HTTP setting",
+            ),
+            Mode::Http => (Vec::new(), ""),
+            Mode::Forward => (
+                backends.into_iter().chain(backend_port).flatten().collect(),
+                "forward mode has no backends to balance, check or give a port",
+            ),
+        };
+        for at in unused {
+            let fix = name_of(at, "-m http", "mode = \"http\"");
+            let fix = if mode == Mode::Tcp {
+                format!("; remove it, or use {fix}")
+            } else {
+                "; remove it".to_string()
+            };
+            problems.push(format!("{at}: {why}{fix}"));
+        }
+        if mode != Mode::Forward {
+            for at in forward.into_iter().flatten() {
+                let fix = name_of(at, "-m forward", "mode = \"forward\"");
+                problems.push(format!(
+                    "{at}: only forward mode uses this; remove it, or use {fix}"
+                ));
+            }
+        }
     }
 
     /// The backends, resolved: the default one when none is given, none in
@@ -464,6 +568,29 @@ fn check_listeners_apart(given: &[ListenerSettings], problems: &mut Vec<String>)
                 };
                 problems.push(format!("{at}: {what}"));
             }
+        }
+    }
+}
+
+/// The admin listener may not take a listener's address: the first one
+/// bound would make the other fail at start (or on a reload). Port 0 picks
+/// a free port for each, so it never clashes.
+fn check_admin_apart(
+    admin: SocketAddr,
+    admin_at: &str,
+    given: &[ListenerSettings],
+    problems: &mut Vec<String>,
+) {
+    for (i, l) in given.iter().enumerate() {
+        if l.broken && l.port.is_none() {
+            continue;
+        }
+        let listen = l.listen();
+        if admin.port() != 0 && admin.port() == listen.port() && overlaps(admin.ip(), listen.ip()) {
+            problems.push(format!(
+                "{admin_at}: the admin listener {admin} clashes with {listen} of listener '{}'",
+                l.name(i)
+            ));
         }
     }
 }
