@@ -14,26 +14,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The address of the admin listener, from the `ferry: admin on ADDR` banner.
-fn admin_addr(proxy: &Proxy) -> SocketAddr {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(addr) = proxy
-            .stderr_lines()
-            .iter()
-            .find_map(|l| l.strip_prefix("ferry: admin on ")?.trim().parse().ok())
-        {
-            return addr;
-        }
-        assert!(
-            Instant::now() < end,
-            "no `ferry: admin on` line; stderr:\n{}",
-            proxy.stderr()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// An admin answer: status, head (lowercase) and body.
 struct Answer {
     status: u16,
@@ -143,7 +123,7 @@ const MAIN: &str = "{listener=\"main\"}";
 fn metrics_counters_equal_the_traffic_sent() {
     let backend = HttpBackend::fixed(&ok(b"hello from the backend"));
     let proxy = Proxy::http(&[backend.addr], &["-w", "2", "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let answer = admin_get(admin, "/metrics", None);
     assert_eq!(answer.status, 200);
     assert!(
@@ -235,7 +215,7 @@ fn metrics_counters_equal_the_traffic_sent() {
 fn stats_is_json_with_the_same_figures_and_health_says_ok() {
     let backend = HttpBackend::fixed(&ok(b"x"));
     let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let mut c = HttpConn::connect(proxy.addr);
     for i in 0..5 {
         assert_eq!(c.roundtrip(&get(&format!("/{i}"))).status(), 200);
@@ -286,7 +266,7 @@ fn the_token_is_required_on_every_path() {
             "s3cret-t0ken",
         ],
     );
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     for path in ["/metrics", "/stats", "/health", "/nowhere"] {
         let none = admin_get(admin, path, None);
         assert_eq!(none.status, 401, "{path} without a token");
@@ -327,7 +307,7 @@ fn the_token_is_required_on_every_path() {
 fn unknown_paths_get_404_other_methods_405_and_big_heads_431() {
     let backend = HttpBackend::fixed(&ok(b"x"));
     let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     assert_eq!(admin_get(admin, "/", None).status, 404);
     assert_eq!(admin_get(admin, "/metrics/x", None).status, 404);
     assert_eq!(admin_get(admin, "/metrics?format=text", None).status, 200);
@@ -359,7 +339,7 @@ fn a_slow_client_adds_backend_and_client_time() {
     let body = payload(4 * MIB, 7);
     let backend = HttpBackend::fixed(&ok(&body));
     let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let mut c = HttpConn::new(connect_small_rcvbuf(proxy.addr, 4 * KIB));
     c.send(&get("/big"));
     thread::sleep(Duration::from_millis(600));
@@ -391,7 +371,7 @@ fn a_slow_client_adds_backend_and_client_time() {
 fn tcp_listener_counts_bytes_and_connections_under_its_label() {
     let backend = Backend::echo();
     let proxy = Proxy::tcp(backend.addr, &["-w", "1", "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let mut c = connect(proxy.addr);
     c.write_all(&[7u8; 1000]).unwrap();
     let back = read_exact_with_deadline(&mut c, 1000, DEADLINE);
@@ -438,7 +418,7 @@ fn listeners_keep_their_own_figures_across_reloads() {
     let proxy = Proxy::start(&["-c", &file]);
     let at = proxy.listening_since(0, 2);
     let (web, raw) = (at[0], at[1]);
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     let token = Some("t0k");
     let label = |name: &str, listener: &str| format!("{name}{{listener=\"{listener}\"}}");
 

@@ -22,8 +22,6 @@ use common::files::{Reloaded, TempDir};
 use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::thread;
-use std::time::{Duration, Instant};
 
 /// A one-worker HTTP listener on a free loopback port in front of `backend`,
 /// with `extra` lines (global keys) before it and `more` in its table.
@@ -298,22 +296,6 @@ fn syntax_errors_name_their_key_and_a_file_not_utf8_says_where() {
     );
 }
 
-/// The admin address from the `ferry: admin on ADDR` banner.
-fn admin_addr(proxy: &Proxy) -> SocketAddr {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(addr) = proxy
-            .stderr_lines()
-            .iter()
-            .find_map(|l| l.strip_prefix("ferry: admin on ")?.trim().parse().ok())
-        {
-            return addr;
-        }
-        assert!(Instant::now() < end, "no admin banner: {}", proxy.stderr());
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Everything the admin listener sends for `request`, until it closes.
 fn exchange(addr: SocketAddr, request: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -328,7 +310,7 @@ fn exchange(addr: SocketAddr, request: &str) -> String {
 fn the_admin_listener_answers_head_and_absolute_targets() {
     let backend = HttpBackend::fixed(&ok(b"x"));
     let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&proxy);
+    let admin = proxy.admin_addr();
     for path in ["/health", "/metrics", "/stats?pretty"] {
         let get = exchange(admin, &format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n"));
         let head = exchange(admin, &format!("HEAD {path} HTTP/1.1\r\nHost: a\r\n\r\n"));

@@ -348,15 +348,11 @@ fn a_quiet_keep_alive_client_does_not_hold_a_retired_generation() {
     // keep-alive timeout: nothing was pending, so a plain end of stream.
     let (rest, how) = quiet.read_until_closed();
     assert!(rest.is_empty() && how == Closed::Eof, "{rest:?} {how:?}");
-    let end = Instant::now() + DEADLINE;
-    while thread_count(&proxy) != threads {
-        assert!(
-            Instant::now() < end,
-            "the retired generation's threads are still there ({} now, {threads} before)",
-            thread_count(&proxy)
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_threads(
+        &proxy,
+        threads,
+        "the retired generation's threads are still there",
+    );
     // The new generation serves as usual.
     assert_eq!(HttpConn::connect(web).roundtrip(&get("/2")).body, b"a /2");
 }
@@ -365,6 +361,19 @@ fn thread_count(proxy: &Proxy) -> usize {
     std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
         .expect("read /proc/PID/task")
         .count()
+}
+
+/// Wait until the proxy runs `threads` threads again.
+fn wait_threads(proxy: &Proxy, threads: usize, what: &str) {
+    let end = Instant::now() + DEADLINE;
+    while thread_count(proxy) != threads {
+        assert!(
+            Instant::now() < end,
+            "{what}: {} threads now, {threads} before",
+            thread_count(proxy)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -412,15 +421,7 @@ fn reloads_give_back_every_descriptor_and_thread_of_the_old_generations() {
     // The file is back to `base`: once the old generations have finished,
     // the process holds what it held before the first reload.
     proxy.wait_fds_back_to(fds, 0);
-    let end = Instant::now() + DEADLINE;
-    while thread_count(&proxy) != threads {
-        assert!(
-            Instant::now() < end,
-            "{} threads after 10 reloads, {threads} before",
-            thread_count(&proxy)
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_threads(&proxy, threads, "threads after 10 reloads");
     let report = proxy.wait_idle();
     assert_eq!((report.u("reloads_ok"), report.u("slab_in_use")), (10, 0));
     // Each generation starts with an empty name cache: the resolver threads

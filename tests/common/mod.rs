@@ -792,6 +792,26 @@ impl Proxy {
         self.child.id()
     }
 
+    /// The address of the admin listener, from the `ferry: admin on ADDR` banner.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(addr) = self
+                .stderr_lines()
+                .iter()
+                .find_map(|l| l.strip_prefix("ferry: admin on ")?.trim().parse().ok())
+            {
+                return addr;
+            }
+            assert!(
+                Instant::now() < end,
+                "no `ferry: admin on` line; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on the pid of our own child, which we have not reaped
         // (reaping happens only in wait_exit/Drop, which take &mut self).
