@@ -413,89 +413,6 @@ fn set_backlogs(config: &Config, sockets: &mut HashMap<SocketAddr, Bound>) {
     }
 }
 
-/// Whether the kernel would map `bytes` of fresh anonymous memory now: the
-/// overcommit policy's verdict on an allocation that large, which the
-/// allocator makes with the same kind of mapping.
-fn can_reserve(bytes: usize) -> bool {
-    if bytes == 0 {
-        return true;
-    }
-    // SAFETY: a new private anonymous mapping at an address the kernel
-    // chooses touches no existing memory; it is unmapped at once, whole.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return false;
-        }
-        libc::munmap(p, bytes);
-    }
-    true
-}
-
-/// A worker reserves its memory up front (`Worker::new`): relay buffers
-/// (four per connection when a listener speaks HTTP, two in TCP mode), a
-/// slot per pair, and a slot per backend connection it may hold (serving
-/// or pooled). Those allocations abort the process if the kernel refuses
-/// them, so a configuration whose reservations it would refuse is refused
-/// here, before anything is bound or started: with a message at start, and
-/// with the running configuration kept on a reload.
-fn check_reservations(config: &Config) -> Result<(), StartError> {
-    let http = config.listeners.iter().any(|l| l.mode != Mode::Tcp);
-    let per_pair: usize = if http { 4 } else { 2 };
-    let pooled = config.listeners.iter().try_fold(0usize, |sum, l| {
-        sum.checked_add(l.http.pool_size.checked_mul(l.backends.len())?)
-    });
-    let slot = |size: usize, n: Option<usize>| n?.checked_mul(size + 8);
-    let needs = [
-        (
-            per_pair
-                .checked_mul(config.max_conns)
-                .and_then(|n| n.checked_mul(config.buffer_size)),
-            format!(
-                "max_conns {} with buffer_size {} needs {per_pair} buffers per connection",
-                config.max_conns, config.buffer_size
-            ),
-            "lower max_conns or buffer_size",
-        ),
-        (
-            slot(
-                std::mem::size_of::<crate::pair::Pair>(),
-                Some(config.max_conns),
-            ),
-            format!("max_conns {} needs a slot per connection", config.max_conns),
-            "lower max_conns",
-        ),
-        (
-            slot(
-                std::mem::size_of::<crate::conn::Conn>(),
-                pooled.and_then(|p| p.checked_add(config.max_conns)),
-            ),
-            "the listeners' pool_size times their backends needs a slot per pooled connection"
-                .to_string(),
-            "lower pool_size",
-        ),
-    ];
-    for (bytes, what, fix) in needs {
-        if !bytes.is_some_and(can_reserve) {
-            let size = bytes.map_or_else(
-                || "more than the address space".to_string(),
-                |b| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30)),
-            );
-            return Err(StartError::Io(format!(
-                "{what}: {size} per worker, more memory than the system will reserve; {fix}"
-            )));
-        }
-    }
-    Ok(())
-}
-
 fn build_generation(
     config: Config,
     generation: usize,
@@ -504,7 +421,9 @@ fn build_generation(
     process: &Arc<Process>,
     tx: &mpsc::Sender<Message>,
 ) -> Result<Generation, StartError> {
-    check_reservations(&config)?;
+    crate::worker::Reserve::of(&config)
+        .check(&config)
+        .map_err(StartError::Io)?;
     let workers = config.workers;
     // listeners[worker][listener]. Every listener's backends get one shared
     // health state, and a range in each worker's list.

@@ -97,6 +97,9 @@ macro_rules! session_ctx {
 
 mod backends;
 mod lifecycle;
+mod memory;
+
+pub use memory::Reserve;
 
 /// What all workers and the main thread share.
 pub struct Shared {
@@ -255,15 +258,8 @@ impl Worker {
         dns: Option<Dns>,
     ) -> Worker {
         let cfg = &shared.config;
-        let max_pairs = cfg.max_conns;
-        let http = listeners.iter().any(|l| l.mode != Mode::Tcp);
-        let logging = listeners.iter().any(|l| l.access_log.is_some());
-        // An HTTP pair may hold a rewritten head besides the buffer of each
-        // direction (a request head kept for a retry, a response head, an
-        // upload and a response in flight at once). The reservation is
-        // address space; pages are used only by buffers in flight.
-        let buffers = if http { 4 * max_pairs } else { 2 * max_pairs };
-        let pooled: usize = listeners.iter().map(|l| l.http.pool_size * l.count).sum();
+        // Sized as the server checked before starting us (`memory.rs`).
+        let reserve = Reserve::of(cfg);
         let now = Instant::now();
         let wheel = TimerWheel::new(now);
         let span = |d: Duration| wheel.deadline(now, d) - wheel.tick_of(now);
@@ -282,7 +278,7 @@ impl Worker {
             };
         }
         let pools = Pools {
-            buffers: BufferPool::new(buffers, cfg.buffer_size),
+            buffers: BufferPool::new(reserve.buffers, cfg.buffer_size),
             pipes: PipePool::new(cfg.pipes_per_worker(), crate::config::PIPE_SIZE),
             splice: cfg.splice,
         };
@@ -305,14 +301,14 @@ impl Worker {
             poll,
             listeners,
             backends,
-            pairs: Slab::with_capacity(max_pairs),
-            records: Slab::with_capacity(if logging { max_pairs } else { 0 }),
-            conns: Slab::with_capacity(max_pairs + pooled),
+            pairs: Slab::with_capacity(reserve.pairs),
+            records: Slab::with_capacity(reserve.records),
+            conns: Slab::with_capacity(reserve.conns),
             pools,
             wheel,
             conn_wheel: TimerWheel::new(now),
-            due: Vec::with_capacity(max_pairs + pooled),
-            run_queue: VecDeque::with_capacity(max_pairs),
+            due: Vec::with_capacity(reserve.conns),
+            run_queue: VecDeque::with_capacity(reserve.pairs),
             counters: vec![Counters::default(); listener_count],
             own: Counters::default(),
             rng: Rng::new(0x9E37_79B9 ^ ((id as u64 + 1) * 0x2545_F491)),
