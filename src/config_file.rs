@@ -307,7 +307,12 @@ impl Reader<'_> {
         match T::try_from(n) {
             Ok(v) => self.given(key, value, v),
             Err(_) => {
-                self.bad_value(key, value.span(), format!("{n} is out of range"));
+                let why = if n < 0 {
+                    format!("{n} is negative; a count or size is 0 or more")
+                } else {
+                    format!("{n} is too large")
+                };
+                self.bad_value(key, value.span(), why);
                 None
             }
         }
@@ -599,7 +604,8 @@ mod tests {
         let p = problems(
             "workers = \"two\"\nbogus = 1\n[[listener]]\nlisten = \"127.0.0.1:80\"\n\
              backends = []\n[[listener]]\nlisten = \"127.0.0.1:80\"\nmode = \"http\"\n\
-             backends = [\"127.0.0.1:1\"]\n[[listener]]\nlisten = \"nowhere\"\n",
+             backends = [\"127.0.0.1:1\"]\n[[listener]]\nlisten = \"nowhere\"\n\
+             pool_size = -1\n",
         );
         let want = [
             "f.toml:1:11: workers: expected a whole number",
@@ -607,6 +613,7 @@ mod tests {
             "f.toml:5:12: backends: the backend list is empty",
             "f.toml:7:10: listen: 127.0.0.1:80 clashes with 127.0.0.1:80 of listener 'listener1'",
             "f.toml:11:10: listen: 'nowhere' is not an ADDRESS:PORT",
+            "f.toml:12:13: pool_size: -1 is negative; a count or size is 0 or more",
         ];
         assert_eq!(p.len(), want.len(), "{p:#?}");
         for (got, want) in p.iter().zip(want) {
