@@ -22,13 +22,20 @@ fn wait_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     }
 }
 
-#[test]
-fn each_request_gets_a_combined_format_line_with_backend_and_time() {
-    let backend = HttpBackend::fixed(&ok(b"hello"));
-    let dir = std::env::temp_dir().join(format!("ferry-access-{}", std::process::id()));
+/// A directory of this test's own and the path of an access log in it that
+/// does not exist yet.
+fn fresh_log(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ferry-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("access.log");
     let _ = std::fs::remove_file(&path);
+    (dir, path)
+}
+
+#[test]
+fn each_request_gets_a_combined_format_line_with_backend_and_time() {
+    let backend = HttpBackend::fixed(&ok(b"hello"));
+    let (dir, path) = fresh_log("access");
     let path_arg = path.to_str().unwrap().to_string();
     let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--access-log", &path_arg]);
     let mut c = HttpConn::connect(proxy.addr);
@@ -99,11 +106,8 @@ fn an_unwritable_access_log_refuses_to_start_naming_the_flag() {
 #[test]
 fn a_rotated_access_log_is_followed_by_a_new_file() {
     let backend = HttpBackend::fixed(&ok(b"hello"));
-    let dir = std::env::temp_dir().join(format!("ferry-rotate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("access.log");
+    let (dir, path) = fresh_log("rotate");
     let rotated = dir.join("access.log.1");
-    let _ = std::fs::remove_file(&path);
     let path_arg = path.to_str().unwrap().to_string();
     let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--access-log", &path_arg]);
     let mut c = HttpConn::connect(proxy.addr);
