@@ -812,3 +812,34 @@ fn a_decoded_body_of_mostly_framing_is_not_closed_as_stalled() {
     assert_eq!(got, b"zz");
     assert_eq!(proxy.wait_idle().u("pairs_stalled"), 0);
 }
+
+#[test]
+fn a_close_delimited_response_cut_by_a_backend_reset_reaches_the_client_as_a_reset() {
+    // RFC 9112 section 8: a close-delimited body ended by a connection error
+    // is incomplete. A FIN would pass the part delivered off as the whole
+    // body; only a reset tells the client it was cut.
+    let backend = HttpBackend::start(|p| {
+        if p.read_request().is_some()
+            && p.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+            && p.write(&[b'x'; 1000])
+        {
+            thread::sleep(Duration::from_millis(300));
+            p.set_reset_on_close();
+        }
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.timeout = Duration::from_secs(10);
+    c.send(&get("/cut"));
+    let head = c.read_head();
+    assert_eq!(head.status(), 200);
+    let (rest, how) = c.read_until_closed();
+    assert_eq!(
+        how,
+        Closed::Reset,
+        "a cut close-delimited body ended with a clean close after {} bytes",
+        rest.len()
+    );
+    assert!(rest.len() <= 1000, "{} body bytes", rest.len());
+    proxy.wait_idle();
+}

@@ -298,9 +298,15 @@ pub fn on_error(
 
 /// Close the pair in the middle of a response. A body ferry decodes for an
 /// HTTP/1.0 client is delimited by the close, so a FIN would pass the part
-/// delivered off as the whole: the client gets a reset instead.
+/// delivered off as the whole: the client gets a reset instead. So does the
+/// client of a close-delimited response whose backend failed (a reset): RFC
+/// 9112 section 8 counts such a body incomplete, and only a reset tells the
+/// client so.
 fn cut_short(pair: &mut Pair, reason: CloseReason) -> Action {
-    if matches!(pair.to_client.framing(), Framing::Dechunk(_)) {
+    let close_delimited_failed = matches!(reason, CloseReason::Error(Side::Backend, _))
+        && pair.to_client.framing() == Framing::Stream
+        && !pair.exchange.tunnel;
+    if close_delimited_failed || matches!(pair.to_client.framing(), Framing::Dechunk(_)) {
         sys::reset_on_close(&pair.client);
     }
     Action::Close(reason)
