@@ -597,8 +597,10 @@ fn check_admin_apart(
 
 /// Whether two listening addresses on the same port take the same
 /// connections: equal, or one is a wildcard that covers the other (a `::`
-/// socket is dual-stack and covers IPv4 too).
+/// socket is dual-stack and covers IPv4 too). An IPv4-mapped IPv6 address
+/// (`::ffff:127.0.0.1`) listens on its IPv4 address.
 fn overlaps(a: IpAddr, b: IpAddr) -> bool {
+    let (a, b) = (a.to_canonical(), b.to_canonical());
     let covers = |w: IpAddr, o: IpAddr| w.is_unspecified() && (w.is_ipv6() || o.is_ipv4());
     a == b || covers(a, b) || covers(b, a)
 }

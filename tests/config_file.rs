@@ -213,6 +213,11 @@ fn check_names_the_file_line_column_and_key_of_each_mistake() {
             "listen: 0.0.0.0:8080 clashes with 127.0.0.1:8080 of listener 'listener1'",
         ),
         (
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n\n[[listener]]\nlisten = \"[::ffff:127.0.0.1]:8080\"\n",
+            "5:10",
+            "listen: [::ffff:127.0.0.1]:8080 clashes with 127.0.0.1:8080 of listener 'listener1'",
+        ),
+        (
             "[[listener]]\nmode = \"http\"\nbackends = []\n",
             "3:12",
             "backends: the backend list is empty; http mode needs at least one backend",
