@@ -342,9 +342,15 @@ fn shards_for(
     sockets: &mut HashMap<SocketAddr, Bound>,
     fresh: &mut Vec<SocketAddr>,
 ) -> Result<(SocketAddr, Vec<mio::net::TcpListener>), StartError> {
+    let held: Vec<SocketAddr> = sockets.values().map(|b| b.addr).collect();
     let b = match sockets.entry(addr) {
         Entry::Occupied(e) => e.into_mut(),
         Entry::Vacant(e) => {
+            // A port this process listens on already (a reload moving a
+            // listener between addresses that overlap) is not someone else's.
+            if !held.iter().any(|h| h.port() == addr.port()) {
+                net::listener::check_free(addr).map_err(StartError::Bind)?;
+            }
             let (bound, shards) = net::listener::bind_shards(addr, config.workers, config.backlog)
                 .map_err(StartError::Bind)?;
             fresh.push(addr);

@@ -358,6 +358,37 @@ fn address_in_use_exits_1_naming_the_address() {
 }
 
 #[test]
+fn a_second_proxy_on_a_busy_port_exits_1_instead_of_sharing_it() {
+    // ferry's listening sockets set SO_REUSEPORT, which would let a second
+    // ferry (same user) bind the same port and silently take a share of the
+    // first one's connections.
+    let backend = Backend::echo();
+    let first = Proxy::tcp(backend.addr, &["-w", "2"]);
+    let port = first.addr.port().to_string();
+    let backend_port = backend.addr.port().to_string();
+    for listen in ["127.0.0.1", "0.0.0.0"] {
+        let (status, out, err) =
+            run_cli(&["-l", listen, "-p", &port, "-P", &backend_port, "-w", "1"]);
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "-l {listen}: stdout: {out:?} stderr: {err:?}"
+        );
+        let addr = format!("{listen}:{port}: address already in use");
+        assert!(err.contains(&addr), "stderr must say {addr:?}; got {err:?}");
+    }
+    // The first one serves on.
+    let mut c = connect(first.addr);
+    c.write_all(b"still here").unwrap();
+    assert_eq!(
+        read_exact_with_deadline(&mut c, 10, DEADLINE),
+        b"still here"
+    );
+    drop(c);
+    first.wait_idle();
+}
+
+#[test]
 fn version_flag_prints_the_version_and_exits_0() {
     let (status, out, err) = run_cli(&["--version"]);
     assert_eq!(status.code(), Some(0), "stdout: {out:?} stderr: {err:?}");

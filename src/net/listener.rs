@@ -39,6 +39,24 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener>
     Ok(socket.into())
 }
 
+/// Fail if another socket listens on `addr`. The shards set SO_REUSEPORT,
+/// which lets a second process of the same user bind a busy address and
+/// silently take a share of its connections (a second ferry on the same
+/// port, say); a plain bind, without it, is refused there as it should be.
+/// Port 0 needs no check: the kernel picks a free port.
+pub fn check_free(addr: SocketAddr) -> Result<(), BindError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = || -> io::Result<()> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_cloexec(true)?;
+        socket.bind(&addr.into())
+    };
+    probe().map_err(|error| BindError { addr, error })
+}
+
 /// Bind `count` listening sockets on `addr` (resolving port 0 once) and
 /// return them with the address they actually listen on.
 pub fn bind_shards(
