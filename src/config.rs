@@ -199,10 +199,29 @@ impl Config {
         (self.max_conns / 4 / self.workers).max(8)
     }
 
-    /// Descriptors the process needs for --max-conns pairs (pipes fall back
-    /// to copying when descriptors run short, so they are not counted).
+    /// Idle backend connections a worker's pools may keep: `pool_size` per
+    /// backend of each HTTP listener (TCP mode keeps none).
+    pub fn pooled_per_worker(&self) -> usize {
+        self.listeners
+            .iter()
+            .filter(|l| l.mode != Mode::Tcp)
+            .fold(0usize, |sum, l| {
+                sum.saturating_add(l.http.pool_size.saturating_mul(l.backends.len()))
+            })
+    }
+
+    /// Descriptors the process needs at --max-conns: two per pair, the idle
+    /// backend connections of every worker's pools, each worker's listening
+    /// sockets, poll and waker, and a few for the process (signals, logs,
+    /// admin, resolver, health checks). Splice pipes are not counted: they
+    /// fall back to copying when descriptors run short.
     pub fn fds_needed(&self) -> u64 {
-        2 * self.max_conns as u64
+        let per_worker = self
+            .pooled_per_worker()
+            .saturating_add(self.listeners.len() + 2);
+        (2 * self.max_conns as u64)
+            .saturating_add(self.workers as u64 * per_worker as u64)
+            .saturating_add(32)
     }
 }
 

@@ -418,3 +418,78 @@ fn help_flag_lists_the_options_and_exits_0() {
         );
     }
 }
+
+/// Start the proxy with descriptor limits `limit` (soft and hard), wait for
+/// it to listen, stop it; its stderr.
+fn start_with_fd_limit(limit: u64, args: &[&str]) -> String {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"));
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn proxy");
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut text = String::new();
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0 {
+        text.push_str(&line);
+        if line.contains("listening on") {
+            break;
+        }
+        line.clear();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    text
+}
+
+#[test]
+fn a_connection_limit_the_descriptor_limit_cannot_hold_is_warned_about() {
+    // 2040 pairs take 4080 descriptors; the listening sockets, the pools'
+    // idle backend connections, each worker's poll and waker and the
+    // process's own need more than the 16 left under a limit of 4096.
+    let refused = refusing_addr().port().to_string();
+    let base = ["-l", "127.0.0.1", "-p", "0", "-P", &refused, "-w", "2"];
+    let tight: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--max-conns", "2040"])
+        .collect();
+    let err = start_with_fd_limit(4096, &tight);
+    assert!(
+        err.contains("ferry: warning: --max-conns 2040 may need")
+            && err.contains("the limit is 4096"),
+        "{err}"
+    );
+    // HTTP mode: 32 idle connections per backend and worker count too.
+    let http: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["-m", "http", "--max-conns", "2000"])
+        .collect();
+    let err = start_with_fd_limit(4096, &http);
+    assert!(err.contains("--max-conns 2000 may need"), "{err}");
+    // Room to spare: no warning.
+    let roomy: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--max-conns", "1000"])
+        .collect();
+    let err = start_with_fd_limit(4096, &roomy);
+    assert!(!err.contains("warning"), "{err}");
+    assert!(err.contains("listening on"), "{err}");
+}

@@ -34,13 +34,7 @@ impl Reserve {
         let logging = listeners
             .iter()
             .any(|l| l.mode != Mode::Tcp && l.http.access_log.is_some());
-        // TCP mode keeps no backend connection idle.
-        let pooled = listeners
-            .iter()
-            .filter(|l| l.mode != Mode::Tcp)
-            .fold(0usize, |sum, l| {
-                sum.saturating_add(l.http.pool_size.saturating_mul(l.backends.len()))
-            });
+        let pooled = config.pooled_per_worker();
         let n = config.max_conns;
         Reserve {
             pairs: n,
