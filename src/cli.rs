@@ -65,6 +65,10 @@ pub struct Args {
     /// seconds live connections may take to finish after SIGTERM (default 10)
     #[argh(option, from_str_fn(secs))]
     pub grace: Option<f64>,
+    /// seconds the connections of a configuration replaced by a reload may
+    /// take to finish before they are closed (default: no limit)
+    #[argh(option, from_str_fn(secs))]
+    pub reload_grace: Option<f64>,
     /// http: round-robin, least-conn or p2c (default round-robin)
     #[argh(option)]
     pub balance: Option<Balance>,
@@ -212,6 +216,7 @@ impl Args {
             idle_timeout: flag("--idle-timeout", self.idle_timeout),
             backlog: flag("--backlog", self.backlog),
             grace: flag("--grace", self.grace),
+            reload_grace: flag("--reload-grace", self.reload_grace),
             verbose: switch("--verbose", self.verbose, true),
             admin: flag("--admin", self.admin.clone()),
             admin_token: flag("--admin-token", self.admin_token.clone()),

@@ -185,6 +185,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub backlog: i32,
     pub grace: Duration,
+    /// After a reload, how long the replaced generation's connections may
+    /// take to finish before they are closed; `None`: as long as they last.
+    pub reload_grace: Option<Duration>,
     pub verbose: bool,
     pub listeners: Vec<ListenerConfig>,
     /// The admin listener (/metrics, /stats, /health); off when `None`.

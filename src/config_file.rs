@@ -18,7 +18,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 /// The keys a file may hold outside `[[listener]]` tables.
-pub const GLOBAL_KEYS: [&str; 12] = [
+pub const GLOBAL_KEYS: [&str; 13] = [
     "workers",
     "max_conns",
     "buffer_size",
@@ -27,6 +27,7 @@ pub const GLOBAL_KEYS: [&str; 12] = [
     "idle_timeout",
     "backlog",
     "grace",
+    "reload_grace",
     "verbose",
     "admin",
     "admin_token",
@@ -136,6 +137,7 @@ pub fn parse(file: &str, text: &str) -> Result<Settings, Vec<String>> {
             "idle_timeout" => g.idle_timeout = r.seconds(k, v),
             "backlog" => g.backlog = r.uint(k, v),
             "grace" => g.grace = r.seconds(k, v),
+            "reload_grace" => g.reload_grace = r.seconds(k, v),
             "verbose" => g.verbose = r.boolean(k, v),
             "admin" => g.admin = r.string(k, v),
             "admin_token" => g.admin_token = r.string(k, v),

@@ -236,6 +236,14 @@ pub fn run(config: Config, mut reload: Option<Reload>) -> Result<(), StartError>
                     }) {
                     Ok(generation) => {
                         let old = &generations[&current];
+                        // The new configuration says how long the old one's
+                        // connections may take to finish.
+                        let within = generation
+                            .shared
+                            .config
+                            .reload_grace
+                            .map_or(0, |d| (d.as_micros() as u64).max(1));
+                        old.shared.retire_within_us.store(within, Ordering::SeqCst);
                         old.shared.retiring.store(true, Ordering::SeqCst);
                         old.wake();
                         let kept: Vec<SocketAddr> = generation
@@ -498,6 +506,7 @@ fn build_generation(
             .collect(),
         stopping: AtomicBool::new(false),
         retiring: AtomicBool::new(false),
+        retire_within_us: AtomicU64::new(0),
         started: Instant::now(),
     });
     let mut wakers = Vec::with_capacity(workers);

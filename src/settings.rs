@@ -56,6 +56,7 @@ pub struct GlobalSettings {
     pub idle_timeout: Option<Given<f64>>,
     pub backlog: Option<Given<i32>>,
     pub grace: Option<Given<f64>>,
+    pub reload_grace: Option<Given<f64>>,
     pub verbose: Option<Given<bool>>,
     pub admin: Option<Given<String>>,
     pub admin_token: Option<Given<String>>,
@@ -123,7 +124,7 @@ impl Settings {
     pub fn overlay(&mut self, top: &Settings) {
         let (b, t) = (&mut self.global, &top.global);
         overlay_fields!(b, t; workers, max_conns, buffer_size, splice, connect_timeout,
-            idle_timeout, backlog, grace, verbose, admin, admin_token);
+            idle_timeout, backlog, grace, reload_grace, verbose, admin, admin_token);
         let (Some(b), Some(t)) = (self.listeners.first_mut(), top.listeners.first()) else {
             return;
         };
@@ -218,6 +219,10 @@ impl Settings {
             idle_timeout: secs_or(&g.idle_timeout, config::DEFAULT_IDLE_TIMEOUT),
             backlog,
             grace: secs_or(&g.grace, config::DEFAULT_GRACE),
+            reload_grace: g
+                .reload_grace
+                .as_ref()
+                .map(|g| Duration::from_secs_f64(g.value)),
             verbose: value_or(&g.verbose, false),
             listeners,
             admin,

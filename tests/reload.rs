@@ -428,3 +428,44 @@ fn reloads_give_back_every_descriptor_and_thread_of_the_old_generations() {
     // of every generation were used.
     assert_eq!(report.u("forward_lookups"), 11, "{report:?}");
 }
+
+#[test]
+fn reload_grace_closes_what_the_replaced_configuration_still_serves() {
+    let dir = TempDir::new("reload-grace");
+    let backend = Backend::echo();
+    let plain = format!(
+        "workers = 1\n{}",
+        listener("tcp", "127.0.0.1:0", "tcp", backend.addr)
+    );
+    let file = dir.write("ferry.toml", &plain);
+    let proxy = Proxy::start(&["-c", &file]);
+    let addr = proxy.listening_since(0, 1)[0];
+    let threads = thread_count(&proxy);
+    // Without reload_grace an open connection of the old configuration
+    // lasts as long as it needs.
+    let mut first = connect(addr);
+    echo(&mut first, b"one");
+    proxy.reload_ok();
+    thread::sleep(Duration::from_millis(1500));
+    echo(&mut first, b"still one");
+    // The next configuration sets reload_grace: what the one it replaces
+    // still serves is closed that long after the reload.
+    let mut second = connect(addr);
+    echo(&mut second, b"two");
+    dir.write("ferry.toml", &format!("reload_grace = 0.5\n{plain}"));
+    let reloaded = Instant::now();
+    proxy.reload_ok();
+    expect_closed(&mut second, DEADLINE);
+    assert!(
+        reloaded.elapsed() >= Duration::from_millis(400),
+        "closed {:?} after the reload, before its reload_grace",
+        reloaded.elapsed()
+    );
+    // The grace applies to the configuration the reload replaced only: the
+    // first connection (two configurations back) is still served.
+    echo(&mut first, b"one more");
+    drop(first);
+    wait_threads(&proxy, threads, "the retired generations' threads");
+    let mut third = connect(addr);
+    echo(&mut third, b"three");
+}

@@ -280,6 +280,10 @@ impl Worker {
         }
         self.stop_accepting();
         self.draining = true;
+        let within = self.shared.retire_within_us.load(Ordering::SeqCst);
+        if within > 0 {
+            self.drain_deadline = Some(self.now + Duration::from_micros(within));
+        }
         // Pooled backend connections will not be used again here.
         let idle: Vec<usize> = self
             .conns
@@ -317,6 +321,18 @@ impl Worker {
             l.ready = false;
         }
         self.accept_again = false;
+    }
+
+    /// While draining: true once no pair is left, closing those still open
+    /// at the drain deadline (`reload_grace`).
+    pub(super) fn finish_drain(&mut self) -> bool {
+        if self.drain_deadline.is_some_and(|t| self.now >= t) {
+            let slots: Vec<usize> = self.pairs.iter().map(|(slot, _)| slot).collect();
+            for slot in slots {
+                self.close_pair(slot, CloseReason::Shutdown);
+            }
+        }
+        self.pairs.is_empty()
     }
 
     /// While stopping: true once no pair is left (closing stragglers at the

@@ -43,7 +43,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,9 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// A reload replaced this generation: stop accepting, finish what is open.
     pub retiring: AtomicBool,
+    /// Set with `retiring`: microseconds the open pairs get before they are
+    /// closed (the new configuration's `reload_grace`); 0 for no limit.
+    pub retire_within_us: AtomicU64,
     pub started: Instant,
 }
 
@@ -236,6 +239,8 @@ pub struct Worker {
     stop_deadline: Option<Instant>,
     /// A reload retired this worker: it accepts no more and ends when empty.
     draining: bool,
+    /// While draining: when the pairs left are closed (`reload_grace`).
+    drain_deadline: Option<Instant>,
     last_log: Option<Instant>,
     /// Forward mode: name resolution (None without a forward listener).
     dns: Option<Dns>,
@@ -324,6 +329,7 @@ impl Worker {
             at_limit: false,
             stop_deadline: None,
             draining: false,
+            drain_deadline: None,
             last_log: None,
             dns,
             origins: HashMap::new(),
@@ -365,7 +371,7 @@ impl Worker {
             if self.stop_deadline.is_some() && self.finish_stop() {
                 break;
             }
-            if self.draining && self.pairs.is_empty() {
+            if self.draining && self.finish_drain() {
                 break;
             }
             self.publish();
@@ -395,6 +401,10 @@ impl Worker {
                 .map(|t| t.saturating_duration_since(now)),
         );
         sooner(self.stop_deadline.map(|t| t.saturating_duration_since(now)));
+        sooner(
+            self.drain_deadline
+                .map(|t| t.saturating_duration_since(now)),
+        );
         timeout
     }
 
