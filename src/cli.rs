@@ -99,6 +99,11 @@ pub struct Args {
     /// http: idle connections kept per backend per worker (default 32)
     #[argh(option)]
     pub pool_size: Option<usize>,
+    /// connections one client address may have open at once through this
+    /// listener; more are refused (TCP: reset; HTTP and forward: 429)
+    /// (default: no limit)
+    #[argh(option)]
+    pub max_conns_per_client: Option<usize>,
     /// http: requests a backend connection carries before it is closed (default 100)
     #[argh(option)]
     pub pool_max_requests: Option<u32>,
@@ -240,6 +245,7 @@ impl Args {
             backend_timeout: flag("--backend-timeout", self.backend_timeout),
             pool_idle_timeout: flag("--pool-idle-timeout", self.pool_idle_timeout),
             pool_size: flag("--pool-size", self.pool_size),
+            max_conns_per_client: flag("--max-conns-per-client", self.max_conns_per_client),
             pool_max_requests: flag("--pool-max-requests", self.pool_max_requests),
             max_header_size: flag("--max-header-size", self.max_header_size),
             max_headers: flag("--max-headers", self.max_headers),

@@ -170,6 +170,9 @@ pub struct ListenerConfig {
     pub mode: Mode,
     pub backends: Vec<SocketAddr>,
     pub balance: Balance,
+    /// Connections one client address may have open at once through this
+    /// listener (counted process-wide); `None`: no limit.
+    pub max_conns_per_client: Option<usize>,
     pub health: HealthConfig,
     pub http: HttpConfig,
     pub forward: ForwardConfig,

@@ -35,7 +35,7 @@ pub const GLOBAL_KEYS: [&str; 13] = [
 ];
 
 /// The keys of a `[[listener]]` table.
-pub const LISTENER_KEYS: [&str; 28] = [
+pub const LISTENER_KEYS: [&str; 29] = [
     "name",
     "listen",
     "mode",
@@ -64,6 +64,7 @@ pub const LISTENER_KEYS: [&str; 28] = [
     "deny",
     "open",
     "backend_port",
+    "max_conns_per_client",
 ];
 
 /// Load and check `path`: the configuration, or every problem.
@@ -466,6 +467,7 @@ impl Reader<'_> {
                 "backend_timeout" => l.backend_timeout = self.seconds(k, v),
                 "pool_idle_timeout" => l.pool_idle_timeout = self.seconds(k, v),
                 "pool_size" => l.pool_size = self.uint(k, v),
+                "max_conns_per_client" => l.max_conns_per_client = self.uint(k, v),
                 "pool_max_requests" => l.pool_max_requests = self.uint(k, v),
                 "max_header_size" => l.max_header_size = self.uint(k, v),
                 "max_headers" => l.max_headers = self.uint(k, v),

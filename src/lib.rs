@@ -28,6 +28,8 @@
 //!   once per loop pass), the report and the Prometheus and JSON exports;
 //!   [`admin`] serves them (`/metrics`, `/stats`, `/health`) from two
 //!   blocking threads of its own, never on a worker.
+//! * [`clients`] counts open connections per client address for the
+//!   listeners with a `max_conns_per_client`, across the whole process.
 //! * `alloc_count` is the counting allocator that proves the hot path does
 //!   not allocate; `argv` hides `--auth` values from `ps`.
 //!
@@ -37,6 +39,7 @@ pub mod admin;
 pub mod alloc_count;
 pub mod argv;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod config_file;
 pub mod conn;

@@ -100,6 +100,19 @@ pub struct Pair {
     pub queued: bool,
     /// HTTP: the request/response exchange in progress.
     pub exchange: Exchange,
+    /// Where the client stands with its listener's `max_conns_per_client`.
+    pub client_limit: ClientLimit,
+}
+
+/// A pair's client under its listener's `max_conns_per_client`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientLimit {
+    /// The listener sets no limit: not counted.
+    None,
+    /// Counted in the process's client table; uncounted at close.
+    Counted,
+    /// Over the limit, not counted: HTTP answers its first request 429.
+    Refused,
 }
 
 impl Timed for Pair {
@@ -114,6 +127,7 @@ impl Pair {
         listener: u16,
         client: TcpStream,
         client_ip: IpAddr,
+        client_limit: ClientLimit,
         phase: Phase,
         tick: u64,
     ) -> Pair {
@@ -132,6 +146,7 @@ impl Pair {
             last_active: tick,
             queued: false,
             exchange: Exchange::default(),
+            client_limit,
         }
     }
 

@@ -184,7 +184,17 @@ pub fn run(config: Config, mut reload: Option<Reload>) -> Result<(), StartError>
             fd_limit
         );
     }
-    let process = Arc::new(Process::new(Arc::new(Global::default())));
+    // Room for --max-conns client addresses if a listener limits them (a
+    // reload that adds a limit later grows the table as it fills).
+    let limited = config
+        .listeners
+        .iter()
+        .any(|l| l.max_conns_per_client.is_some());
+    let global = Global {
+        clients: crate::clients::ClientTable::new(if limited { config.max_conns } else { 0 }),
+        ..Global::default()
+    };
+    let process = Arc::new(Process::new(Arc::new(global)));
     let (tx, rx) = mpsc::channel();
     let mut sockets: HashMap<SocketAddr, Bound> = HashMap::new();
     let mut generations: HashMap<usize, Generation> = HashMap::new();

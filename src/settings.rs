@@ -89,6 +89,7 @@ pub struct ListenerSettings {
     pub backend_timeout: Option<Given<f64>>,
     pub pool_idle_timeout: Option<Given<f64>>,
     pub pool_size: Option<Given<usize>>,
+    pub max_conns_per_client: Option<Given<usize>>,
     pub pool_max_requests: Option<Given<u32>>,
     pub max_header_size: Option<Given<usize>>,
     pub max_headers: Option<Given<usize>>,
@@ -130,7 +131,7 @@ impl Settings {
         };
         overlay_fields!(b, t; name, ip, port, mode, backends, backend_port, balance,
             health_check, health_interval, health_rise, health_fall, header_timeout,
-            keepalive_timeout, backend_timeout, pool_idle_timeout, pool_size, pool_max_requests,
+            keepalive_timeout, backend_timeout, pool_idle_timeout, pool_size, max_conns_per_client, pool_max_requests,
             max_header_size, max_headers, access_log, x_forwarded_for, x_forwarded_proto, via,
             auth, auth_file, connect_ports, allow, deny, open);
     }
@@ -309,6 +310,9 @@ impl ListenerSettings {
         if let Some(p) = &self.pool_size {
             in_range(problems, p, 0, MAX_POOL_SIZE);
         }
+        if let Some(m) = &self.max_conns_per_client {
+            in_range(problems, m, 1, 1 << 24);
+        }
         for n in [
             &self.health_rise,
             &self.health_fall,
@@ -367,6 +371,7 @@ impl ListenerSettings {
             mode,
             backends: backends?,
             balance: value_or(&self.balance, Balance::RoundRobin),
+            max_conns_per_client: self.max_conns_per_client.as_ref().map(|m| m.value),
             health,
             http,
             forward: forward?,

@@ -119,6 +119,7 @@ define_counters! {
     connections_accepted: Counter, Listener, "client connections accepted";
     connections_active: Gauge, Listener, "client connections open now";
     connections_refused_limit: Counter, Listener, "times a worker stopped accepting at --max-conns";
+    connections_refused_client_limit: Counter, Listener, "connections refused at max_conns_per_client";
     backend_connect_failures: Counter, Listener, "backend connects refused or failed";
     backend_connect_timeouts: Counter, Listener, "backend connects that timed out";
     bytes_client_to_backend: Counter, Listener, "bytes relayed from clients to backends";
@@ -197,6 +198,8 @@ pub struct Global {
     pub active: AtomicUsize,
     /// The highest `active` has been.
     pub max_active: AtomicUsize,
+    /// Open connections per client address (`max_conns_per_client`).
+    pub clients: crate::clients::ClientTable,
 }
 
 impl Global {

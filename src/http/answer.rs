@@ -20,6 +20,7 @@ pub fn answer(status: u16) -> &'static [u8] {
         403 => b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 14\r\nConnection: close\r\n\r\n403 Forbidden\n",
         407 => b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"ferry\"\r\nContent-Type: text/plain\r\nContent-Length: 34\r\nConnection: close\r\n\r\n407 Proxy Authentication Required\n",
         414 => b"HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain\r\nContent-Length: 17\r\nConnection: close\r\n\r\n414 URI Too Long\n",
+        429 => b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 22\r\nConnection: close\r\n\r\n429 Too Many Requests\n",
         431 => b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 36\r\nConnection: close\r\n\r\n431 Request Header Fields Too Large\n",
         502 => b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n502 Bad Gateway\n",
         503 => b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\n503 Service Unavailable\n",
@@ -35,7 +36,7 @@ mod tests {
 
     #[test]
     fn every_answer_is_a_complete_closing_response() {
-        for code in [400, 403, 407, 408, 414, 431, 502, 503, 504] {
+        for code in [400, 403, 407, 408, 414, 429, 431, 502, 503, 504] {
             let bytes = answer(code);
             let Parsed::Complete(head) = parse_response(bytes, Method::Get, 4096) else {
                 panic!("{code} does not parse")

@@ -30,7 +30,7 @@ use crate::forward::acl::is_own_address;
 use crate::forward::request::{judge, Verdict};
 use crate::forward::resolver::{Asked, Cached, Dns};
 use crate::net::sys;
-use crate::pair::{CloseReason, Pair, Phase};
+use crate::pair::{ClientLimit, CloseReason, Pair, Phase};
 use crate::relay::{Flow, FlowState, Framing, Pools, PrefixError};
 use crate::stats::Counters;
 use crate::token::Side;
@@ -423,6 +423,10 @@ fn read_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
         Parsed::Invalid(reject) => return answer_with(pair, reject.status, ctx),
         Parsed::Complete(head) => head,
     };
+    if pair.client_limit == ClientLimit::Refused {
+        // Its address has max_conns_per_client connections open already.
+        return answer_with(pair, 429, ctx);
+    }
     // Forward mode: where the request goes, or why it goes nowhere.
     let mut origin: Option<SocketAddr> = None;
     let mut lookup = false;

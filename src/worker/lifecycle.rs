@@ -3,6 +3,7 @@
 //! stop or drain (a retiring generation).
 
 use super::*;
+use crate::pair::ClientLimit;
 use crate::relay::FlowState;
 
 impl Worker {
@@ -45,7 +46,15 @@ impl Worker {
             let socket = self.listeners[i].socket.as_ref().expect("checked above");
             match socket.accept() {
                 Ok((client, peer)) => {
-                    self.open_pair(i, client, peer.ip());
+                    let limit = self.client_limit(i, peer.ip());
+                    if limit == ClientLimit::Refused && self.listeners[i].mode == Mode::Tcp {
+                        // TCP has no way to say why: a reset, not an empty
+                        // session that would look like the server's own close.
+                        sys::reset_on_close(&client);
+                        self.shared.global.release();
+                        continue;
+                    }
+                    self.open_pair(i, client, peer.ip(), limit);
                     if self.accept_paused_until.is_some() {
                         return; // no descriptor was left for its backend
                     }
@@ -71,6 +80,27 @@ impl Worker {
         self.accept_again = true;
     }
 
+    /// Count a new client of listener `i` from `ip` against the listener's
+    /// `max_conns_per_client`, if it sets one.
+    fn client_limit(&mut self, i: usize, ip: std::net::IpAddr) -> ClientLimit {
+        let Some(limit) = self.shared.config.listeners[i].max_conns_per_client else {
+            return ClientLimit::None;
+        };
+        if self.shared.global.clients.try_enter(ip, limit) {
+            ClientLimit::Counted
+        } else {
+            self.counters[i].connections_refused_client_limit += 1;
+            ClientLimit::Refused
+        }
+    }
+
+    /// A pair's client is no longer open: uncount it.
+    fn client_left(&self, ip: std::net::IpAddr, limit: ClientLimit) {
+        if limit == ClientLimit::Counted {
+            self.shared.global.clients.leave(ip);
+        }
+    }
+
     pub(super) fn take_gen(&mut self) -> u32 {
         let gen = self.next_gen;
         self.next_gen = (self.next_gen + 1) & token::GEN_MASK;
@@ -82,6 +112,7 @@ impl Worker {
         listener: usize,
         mut client: TcpStream,
         ip: std::net::IpAddr,
+        limit: ClientLimit,
     ) {
         // TCP_NODELAY came with the socket from its listener.
         debug_assert!(
@@ -98,6 +129,7 @@ impl Worker {
             self.counters[listener].errors += 1;
             self.log_limited(format_args!("cannot register a connection: {e}"));
             self.shared.global.release();
+            self.client_left(ip, limit);
             return;
         }
         let mode = self.listeners[listener].mode;
@@ -111,6 +143,7 @@ impl Worker {
             listener as u16,
             client,
             ip,
+            limit,
             phase,
             self.tick,
         ));
@@ -187,6 +220,7 @@ impl Worker {
         }
         pair.release(&mut self.pools);
         self.shared.global.release();
+        self.client_left(pair.client_ip, pair.client_limit);
         if self.at_limit {
             // A slot is free: look at the backlog now rather than at the next retry.
             self.accept_paused_until = None;
