@@ -232,6 +232,85 @@ fn a_status_outside_100_to_599_gets_502() {
     );
 }
 
+/// RFC 9110 7.6.3: Via is appended to (never replaces) the one received,
+/// and names the protocol version of the message ferry received: `1.0`
+/// for an HTTP/1.0 client's request and for an HTTP/1.0 backend's response.
+#[test]
+fn via_is_appended_with_the_version_ferry_received() {
+    let backend = HttpBackend::serve(|r| {
+        let via = r.head.joined("via").unwrap_or_default();
+        let v = if r.head.target() == "/old" {
+            "1.0"
+        } else {
+            "1.1"
+        };
+        let bytes = format!(
+            "HTTP/{v} 200 OK\r\nVia: 1.1 origin\r\nConnection: keep-alive\r\nContent-Length: {}\r\n\r\n{via}",
+            via.len()
+        );
+        reply(bytes.into_bytes())
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    let r = c.roundtrip(b"GET /new HTTP/1.1\r\nHost: a\r\nVia: 1.1 edge\r\n\r\n");
+    assert_eq!(r.body, b"1.1 edge, 1.1 ferry", "HTTP/1.1 request");
+    assert_eq!(
+        r.head.joined("via").as_deref(),
+        Some("1.1 origin, 1.1 ferry")
+    );
+    c.send(b"GET /new HTTP/1.0\r\nVia: 1.0 edge\r\nConnection: keep-alive\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(r.body, b"1.0 edge, 1.0 ferry", "HTTP/1.0 request");
+    let r = c.roundtrip(b"GET /old HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(
+        r.head.joined("via").as_deref(),
+        Some("1.1 origin, 1.0 ferry"),
+        "HTTP/1.0 response:\n{}",
+        r.head.text()
+    );
+}
+
+/// RFC 9112 6.1 and 6.2: a 204 (like a 1xx) carries neither
+/// Content-Length nor Transfer-Encoding; ferry drops those a backend sent
+/// (as HAProxy does), so no client waits for a body that never comes. The
+/// bytes such a backend sent after the head are not taken for the next
+/// response.
+#[test]
+fn a_204_reaches_the_client_without_framing_fields() {
+    let backend = HttpBackend::serve(|r| {
+        let bytes: &[u8] = match r.head.target() {
+            "/te" => b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+            "/cl" => b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 2\r\n\r\nhello",
+            "/early" => b"HTTP/1.1 103 Early Hints\r\nContent-Length: 0\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext",
+        };
+        reply(bytes.to_vec())
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    for (path, x) in [("/te", "1"), ("/cl", "2")] {
+        let r = c.roundtrip(&get(path));
+        assert_eq!(r.status(), 204, "{path}");
+        assert_eq!(r.head.get("x-a"), Some(x), "{path}");
+        assert!(
+            !r.head.has("content-length") && !r.head.has("transfer-encoding"),
+            "{path}: a 204 must carry no framing field:\n{}",
+            r.head.text()
+        );
+        let r = c.roundtrip(&get("/next"));
+        assert_eq!(r.body, b"next", "after {path}");
+    }
+    c.send(&get("/early"));
+    let r = c.read_response(false);
+    assert_eq!(r.status(), 103);
+    assert!(
+        !r.head.has("content-length"),
+        "a 1xx carries no Content-Length:\n{}",
+        r.head.text()
+    );
+    assert_eq!(c.read_response(false).status(), 204);
+}
+
 /// RFC 9110 15.2: several interim responses (103, then 100) all reach an
 /// HTTP/1.1 client before the final one; an HTTP/1.0 client gets none.
 #[test]

@@ -7,9 +7,10 @@
 //! `TE: trailers` when it asked for trailers), `Trailer`, `Upgrade` (unless
 //! upgrading) and `Proxy-Authorization`. Added to requests:
 //! `X-Forwarded-For` (appended to any received), `X-Forwarded-Proto` and
-//! `Via: 1.1 ferry`; to responses: `Via` and the connection directive the
-//! client needs (and, for a chunked body ferry decodes for an HTTP/1.0
-//! client, no `Transfer-Encoding`). The head is re-parsed from the bytes
+//! `Via: 1.1 ferry` (`1.0 ferry` for an HTTP/1.0 message); to responses:
+//! `Via` and the connection directive the client needs (and, for a chunked
+//! body ferry decodes for an HTTP/1.0 client, no `Transfer-Encoding`; for a
+//! 1xx or 204, neither `Content-Length` nor `Transfer-Encoding`). The head is re-parsed from the bytes
 //! (it was validated already) and written into a caller's buffer without
 //! allocating.
 
@@ -26,8 +27,10 @@ pub struct AddFields {
     pub via: bool,
 }
 
-/// The token ferry uses in Via.
-const VIA: &str = "1.1 ferry";
+/// The received-by name ferry uses in Via, after the protocol version of
+/// the message it received (RFC 9110 7.6.3): `1.0 ferry` for an HTTP/1.0
+/// client's request or an HTTP/1.0 backend's response.
+const VIA_BY: &str = "ferry";
 /// Fields named in Connection that are never removed for it.
 const PROTECTED: [&str; 3] = ["content-length", "transfer-encoding", "host"];
 const MAX_NAMED: usize = 32;
@@ -205,7 +208,7 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
         w.put(b"X-Forwarded-Proto: http\r\n");
     }
     if add.via {
-        append_via(&mut w, via);
+        append_via(&mut w, via, http10);
     }
     // TE is hop-by-hop: whoever sends it must name it in Connection too
     // (RFC 9110 §10.1.4).
@@ -221,13 +224,14 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
     w.finish()
 }
 
-fn append_via(w: &mut Out, prior: Option<&[u8]>) {
+fn append_via(w: &mut Out, prior: Option<&[u8]>, http10: bool) {
     w.put(b"Via: ");
     if let Some(prior) = prior {
         w.put(prior);
         w.put(b", ");
     }
-    w.put(VIA.as_bytes());
+    w.put(if http10 { b"1.0 " } else { b"1.1 " });
+    w.put(VIA_BY.as_bytes());
     w.put(b"\r\n");
 }
 
@@ -267,10 +271,21 @@ pub fn write_response(
         len: 0,
         overflow: false,
     };
-    let _ = write!(w, "HTTP/1.1 {} {}\r\n", res.code?, res.reason.unwrap_or(""));
+    let code = res.code?;
+    let _ = write!(w, "HTTP/1.1 {} {}\r\n", code, res.reason.unwrap_or(""));
+    // RFC 9112 6.1, 6.2: no Content-Length nor Transfer-Encoding in a 1xx
+    // or 204, which have no body; a client that believed one would wait for
+    // a body that never comes. HAProxy drops them too.
+    let unframed = code < 200 || code == 204;
     let mut prior_via: Option<&[u8]> = None;
     for h in res.headers.iter() {
         if hop_by_hop(h.name, &named, upgrading) {
+            continue;
+        }
+        if unframed
+            && (h.name.eq_ignore_ascii_case("content-length")
+                || h.name.eq_ignore_ascii_case("transfer-encoding"))
+        {
             continue;
         }
         if dechunked && h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -286,7 +301,7 @@ pub fn write_response(
         }
     }
     if via {
-        append_via(&mut w, prior_via);
+        append_via(&mut w, prior_via, res.version == Some(0));
     }
     match conn {
         ClientConnection::KeepAlive => {}
