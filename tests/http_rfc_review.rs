@@ -419,3 +419,34 @@ fn an_https_target_without_connect_gets_400_from_the_forward_proxy() {
     refused(proxy.addr, req.as_bytes(), 400, "https absolute-form GET");
     assert_eq!(origin.accepted(), 0);
 }
+
+/// RFC 9110 6.6.1: a recipient with a clock that forwards a response
+/// without Date adds one (an IMF-fixdate); a Date the origin sent is kept
+/// as it is, and an interim response gets none.
+#[test]
+fn a_response_without_date_gets_one_and_a_date_sent_is_kept() {
+    let backend = HttpBackend::serve(|r| {
+        let bytes: &[u8] = match r.head.target() {
+            "/dated" => b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 0\r\n\r\n",
+            _ => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        };
+        reply(bytes.to_vec())
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    let r = c.roundtrip(&get("/dated"));
+    assert_eq!(r.head.all("date"), ["Sun, 06 Nov 1994 08:49:37 GMT"]);
+    c.send(&get("/undated"));
+    let interim = c.read_response(false);
+    assert_eq!(interim.status(), 100);
+    assert!(!interim.head.has("date"), "{}", interim.head.text());
+    let r = c.read_response(false);
+    let dates = r.head.all("date");
+    assert_eq!(dates.len(), 1, "{}", r.head.text());
+    let d = dates[0].as_bytes();
+    assert!(
+        d.len() == 29 && d.ends_with(b" GMT") && d[3] == b',' && d[7] == b' ' && d[16] == b' ',
+        "an IMF-fixdate: {:?}",
+        dates[0]
+    );
+}
