@@ -1,12 +1,13 @@
 //! HTTP mode reviewed against RFC 9110 and RFC 9112 as an intermediary,
 //! against the real binary: the Host field and the request target's form,
 //! request-line versions ferry does not speak, status codes outside
-//! 100..599, Via's received-protocol, no framing fields on a 204, interim
-//! responses to HTTP/1.1 and HTTP/1.0 clients, HTTP/1.0 backends,
-//! hop-by-hop response fields, lone LF line ends, and https targets sent to
-//! the forward proxy. Behaviour already covered elsewhere (framing and
-//! smuggling, HEAD/304 lengths, 101 without Upgrade, Expect, userinfo and
-//! fragments in forward mode) is not repeated here.
+//! 100..599, Via's received-protocol, no framing fields on a 1xx or 204,
+//! Date added when missing, interim responses to HTTP/1.1 and HTTP/1.0
+//! clients, a 101 nobody asked for, HTTP/1.0 backends, hop-by-hop response
+//! fields, Expect without a 100, Max-Forwards, lone LF line ends, and https
+//! targets sent to the forward proxy. Behaviour already covered elsewhere
+//! (framing and smuggling, HEAD/304 lengths, userinfo and fragments in
+//! forward mode) is not repeated here.
 
 mod common;
 
@@ -449,4 +450,65 @@ fn a_response_without_date_gets_one_and_a_date_sent_is_kept() {
         "an IMF-fixdate: {:?}",
         dates[0]
     );
+}
+
+/// RFC 9110 15.2.2: a 101 answers only a request that asked to upgrade;
+/// to an HTTP/1.1 request without Upgrade it is a broken response (502),
+/// and no tunnel opens.
+#[test]
+fn a_101_to_a_request_without_upgrade_gets_502() {
+    let backend = HttpBackend::fixed(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    refused(proxy.addr, &get("/"), 502, "a 101 nobody asked for");
+}
+
+/// RFC 9110 10.1.1: a backend may answer `Expect: 100-continue` with its
+/// final response and no 100. The client gets that answer; as the body it
+/// held back can no longer follow on the connection, ferry says
+/// `Connection: close` and closes (nginx and HAProxy close too unless they
+/// can drain the body).
+#[test]
+fn a_final_answer_to_expect_100_continue_without_100_ends_the_connection() {
+    let backend = HttpBackend::start(|p| {
+        if p.read_request_head().is_some() {
+            p.write(&status_response(401, "Unauthorized", b"who?"));
+            p.wait_eof();
+        }
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(b"PUT /f HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!((r.status(), r.body.as_slice()), (401, &b"who?"[..]));
+    assert!(r.head.lists("connection", "close"), "{}", r.head.text());
+    let (rest, how) = c.read_until_closed();
+    assert_eq!((rest.len(), how), (0, Closed::Eof));
+    let got = backend.wait_requests(1, DEADLINE);
+    assert_eq!(
+        got[0].head.get("expect"),
+        Some("100-continue"),
+        "Expect goes on to the backend"
+    );
+}
+
+/// RFC 9110 7.6.2 lets a gateway leave Max-Forwards alone; ferry does, as
+/// nginx and HAProxy: it reaches the backend as sent, even at 0.
+#[test]
+fn max_forwards_reaches_the_backend_untouched() {
+    let backend = HttpBackend::serve(|r| {
+        let mf = format!(
+            "{} {}",
+            r.head.method(),
+            r.head.get("max-forwards").unwrap_or("-")
+        );
+        reply(ok(mf.as_bytes()))
+    });
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    let r = c.roundtrip(b"OPTIONS * HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\n\r\n");
+    assert_eq!(r.body, b"OPTIONS 0");
+    let r = c.roundtrip(b"TRACE / HTTP/1.1\r\nHost: a\r\nMax-Forwards: 3\r\n\r\n");
+    assert_eq!(r.body, b"TRACE 3");
 }
