@@ -127,6 +127,10 @@ fn a_request_target_that_does_not_fit_its_method_gets_400() {
                 b"GET index.html HTTP/1.1\r\nHost: a\r\n\r\n",
             ),
             (
+                "fragment in origin-form",
+                b"GET /public#/../admin HTTP/1.1\r\nHost: a\r\n\r\n",
+            ),
+            (
                 "userinfo in an absolute target",
                 b"GET http://u:p@a/x HTTP/1.1\r\nHost: a\r\n\r\n",
             ),
@@ -148,10 +152,10 @@ fn a_request_target_that_does_not_fit_its_method_gets_400() {
     let mut c = HttpConn::connect(proxy.addr);
     let r = c.roundtrip(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.body, b"* a 1", "OPTIONS * goes on as it came");
-    let r = c.roundtrip(b"GET http://origin.example:81/p?q HTTP/1.1\r\nHost: other\r\n\r\n");
+    let r = c.roundtrip(b"GET http://origin.example:81/p?q#frag HTTP/1.1\r\nHost: other\r\n\r\n");
     assert_eq!(
         r.body, b"/p?q origin.example:81 1",
-        "an absolute target goes on in origin form, its authority as the only Host"
+        "an absolute target goes on in origin form without its fragment, its authority as the only Host"
     );
 }
 

@@ -230,12 +230,17 @@ fn valid_host(value: &[u8]) -> bool {
 /// origin-form (`/path`) or absolute-form (`http://host/path`) for most,
 /// asterisk-form only for OPTIONS, authority-form only for CONNECT (judged
 /// by the forward proxy; a reverse proxy refuses CONNECT). Anything else,
-/// including an absolute URI of another scheme or with userinfo, is 400
-/// (nginx and HAProxy refuse these too).
+/// including an absolute URI of another scheme or with userinfo, or a '#'
+/// in origin-form, is 400 (nginx and HAProxy refuse these too).
 fn target_fits(method: Method, target: &[u8]) -> bool {
     match target.first() {
         _ if method == Method::Connect => true,
-        Some(b'/') => true,
+        // A fragment is never sent (RFC 9110 7.1; '#' is no origin-form
+        // character): a backend that took it for part of the path would
+        // see another resource than a cache or rule in front (HAProxy
+        // refuses it since CVE-2023-45539). An absolute-form target loses
+        // its fragment instead, as the forward proxy always did.
+        Some(b'/') => !target.contains(&b'#'),
         Some(b'*') => target == b"*" && method == Method::Options,
         _ => {
             parse_absolute(target).is_some_and(|a| parse_authority(a.authority, Some(80)).is_some())
