@@ -24,6 +24,7 @@ pub fn answer(status: u16) -> &'static [u8] {
         431 => b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 36\r\nConnection: close\r\n\r\n431 Request Header Fields Too Large\n",
         502 => b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n502 Bad Gateway\n",
         503 => b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\n503 Service Unavailable\n",
+        505 => b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\nContent-Length: 31\r\nConnection: close\r\n\r\n505 HTTP Version Not Supported\n",
         504 => b"HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n504 Gateway Timeout\n",
         _ => answer(502),
     }
@@ -36,7 +37,7 @@ mod tests {
 
     #[test]
     fn every_answer_is_a_complete_closing_response() {
-        for code in [400, 403, 407, 408, 414, 429, 431, 502, 503, 504] {
+        for code in [400, 403, 407, 408, 414, 429, 431, 502, 503, 504, 505] {
             let bytes = answer(code);
             let Parsed::Complete(head) = parse_response(bytes, Method::Get, 4096) else {
                 panic!("{code} does not parse")

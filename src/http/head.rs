@@ -8,6 +8,11 @@
 //! Host in HTTP/1.1, obs-fold, whitespace before a colon, bare CR or NUL are
 //! all refused with 400 (httparse refuses the last four). Responses get the
 //! same framing checks with 502 as the answer. Nothing here allocates.
+//! Requests are also refused for an invalid Host value, a target form that
+//! does not fit the method (400) or an HTTP version other than 1.0 and 1.1
+//! (505); responses for a status outside 100..599 (502).
+
+use crate::forward::target::{parse_absolute, parse_authority};
 
 /// A refusal: the status ferry answers with and a short reason for the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +120,7 @@ struct Fields {
     upgrade_token: bool,
     upgrade_field: bool,
     hosts: u32,
+    bad_host: bool,
     expect_continue: bool,
 }
 
@@ -183,11 +189,79 @@ fn read_fields(headers: &[httparse::Header], bad_status: u16) -> Result<Fields, 
             f.upgrade_field = true;
         } else if name.eq_ignore_ascii_case("host") {
             f.hosts += 1;
+            f.bad_host |= !valid_host(h.value);
         } else if name.eq_ignore_ascii_case("expect") {
             f.expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
     Ok(f)
+}
+
+/// RFC 9112 3.2: a server answers 400 to a Host with an invalid value.
+/// Valid: `uri-host [":" port]` (RFC 3986), or empty (a target without an
+/// authority). A comma is refused although reg-name allows it: no name has
+/// one, and it is what two Host fields look like once combined.
+fn valid_host(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(rest) => match rest.iter().position(|&b| b == b']') {
+            // IP-literal: the address itself is left to whoever uses it.
+            Some(end) => (&rest[..end], &rest[end + 1..]),
+            None => return false,
+        },
+        None => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &b""[..]),
+        },
+    };
+    let literal = value.first() == Some(&b'[');
+    let host_ok = host.iter().all(|&b| {
+        b.is_ascii_alphanumeric() || b"-._~%!$&'()*+;=".contains(&b) || (literal && b == b':')
+    });
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok && !(literal && host.is_empty())
+}
+
+/// RFC 9112 3.2: the form of the request target goes with the method:
+/// origin-form (`/path`) or absolute-form (`http://host/path`) for most,
+/// asterisk-form only for OPTIONS, authority-form only for CONNECT (judged
+/// by the forward proxy; a reverse proxy refuses CONNECT). Anything else,
+/// including an absolute URI of another scheme or with userinfo, or a '#'
+/// in origin-form, is 400 (nginx and HAProxy refuse these too).
+fn target_fits(method: Method, target: &[u8]) -> bool {
+    match target.first() {
+        _ if method == Method::Connect => true,
+        // A fragment is never sent (RFC 9110 7.1; '#' is no origin-form
+        // character): a backend that took it for part of the path would
+        // see another resource than a cache or rule in front (HAProxy
+        // refuses it since CVE-2023-45539). An absolute-form target loses
+        // its fragment instead, as the forward proxy always did.
+        Some(b'/') => !target.contains(&b'#'),
+        Some(b'*') => target == b"*" && method == Method::Options,
+        _ => {
+            parse_absolute(target).is_some_and(|a| parse_authority(a.authority, Some(80)).is_some())
+        }
+    }
+}
+
+/// Whether a request line whose version httparse refused names an HTTP
+/// version at all (`HTTP/2.0`, `HTTP/1.2`, `HTTP/3`, the HTTP/2 preface):
+/// that is a version ferry does not speak (505), not a malformed line (400).
+fn names_other_version(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut parts = line.trim_ascii_end().split(|&b| b == b' ');
+    // Exactly `method SP target SP version`: a space inside the target is
+    // a malformed line whatever follows it.
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(_), Some(v), None) => {
+            v.len() > 5 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit()
+        }
+        _ => false,
+    }
 }
 
 fn value_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -226,10 +300,20 @@ pub fn parse_request(buf: &[u8], max_head: usize, max_headers: usize) -> Parsed<
                     reject(414, "request line too long")
                 });
             }
+            // RFC 9110 15.6.6: 505 for a major version ferry does not
+            // speak, as nginx answers. A higher 1.x minor should be taken as
+            // 1.1 (RFC 9110 2.5), but httparse refuses it: 505 says so
+            // plainly rather than a 400 that blames the request.
+            Err(httparse::Error::Version) if names_other_version(buf) => {
+                return Parsed::Invalid(reject(505, "unsupported HTTP version"))
+            }
             Err(e) => return Parsed::Invalid(map_error(e, 400)),
         };
     let minor = req.version.unwrap_or(1);
     let method = Method::from_bytes(req.method.unwrap_or(""));
+    if !target_fits(method, req.path.unwrap_or("").as_bytes()) {
+        return Parsed::Invalid(reject(400, "request target does not fit its method"));
+    }
     let f = match read_fields(req.headers, 400) {
         Ok(f) => f,
         Err(r) => return Parsed::Invalid(r),
@@ -245,6 +329,9 @@ pub fn parse_request(buf: &[u8], max_head: usize, max_headers: usize) -> Parsed<
     }
     if minor == 1 && f.hosts != 1 {
         return Parsed::Invalid(reject(400, "HTTP/1.1 request without exactly one Host"));
+    }
+    if f.bad_host || f.hosts > 1 {
+        return Parsed::Invalid(reject(400, "invalid or repeated Host"));
     }
     let body = if f.chunked {
         BodyKind::Chunked
@@ -286,6 +373,11 @@ pub fn parse_response(buf: &[u8], method: Method, max_head: usize) -> Parsed<Res
         Err(e) => return Parsed::Invalid(map_error(e, 502)),
     };
     let status = res.code.unwrap_or(0);
+    if !(100..=599).contains(&status) {
+        // RFC 9110 15: three digits outside 100..599 are no HTTP status (a
+        // client would take one for a 5xx); httparse takes any three.
+        return Parsed::Invalid(reject(502, "status code outside 100-599"));
+    }
     let minor = res.version.unwrap_or(1);
     let f = match read_fields(res.headers, 502) {
         Ok(f) => f,

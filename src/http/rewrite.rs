@@ -7,9 +7,11 @@
 //! `TE: trailers` when it asked for trailers), `Trailer`, `Upgrade` (unless
 //! upgrading) and `Proxy-Authorization`. Added to requests:
 //! `X-Forwarded-For` (appended to any received), `X-Forwarded-Proto` and
-//! `Via: 1.1 ferry`; to responses: `Via` and the connection directive the
-//! client needs (and, for a chunked body ferry decodes for an HTTP/1.0
-//! client, no `Transfer-Encoding`). The head is re-parsed from the bytes
+//! `Via: 1.1 ferry` (`1.0 ferry` for an HTTP/1.0 message); to responses:
+//! `Via` and the connection directive the client needs (and, for a chunked
+//! body ferry decodes for an HTTP/1.0 client, no `Transfer-Encoding`; for a
+//! 1xx or 204, neither `Content-Length` nor `Transfer-Encoding`; `Date`
+//! when a final response came without one). The head is re-parsed from the bytes
 //! (it was validated already) and written into a caller's buffer without
 //! allocating.
 
@@ -26,8 +28,10 @@ pub struct AddFields {
     pub via: bool,
 }
 
-/// The token ferry uses in Via.
-const VIA: &str = "1.1 ferry";
+/// The received-by name ferry uses in Via, after the protocol version of
+/// the message it received (RFC 9110 7.6.3): `1.0 ferry` for an HTTP/1.0
+/// client's request or an HTTP/1.0 backend's response.
+const VIA_BY: &str = "ferry";
 /// Fields named in Connection that are never removed for it.
 const PROTECTED: [&str; 3] = ["content-length", "transfer-encoding", "host"];
 const MAX_NAMED: usize = 32;
@@ -205,7 +209,7 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
         w.put(b"X-Forwarded-Proto: http\r\n");
     }
     if add.via {
-        append_via(&mut w, via);
+        append_via(&mut w, via, http10);
     }
     // TE is hop-by-hop: whoever sends it must name it in Connection too
     // (RFC 9110 §10.1.4).
@@ -221,13 +225,14 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
     w.finish()
 }
 
-fn append_via(w: &mut Out, prior: Option<&[u8]>) {
+fn append_via(w: &mut Out, prior: Option<&[u8]>, http10: bool) {
     w.put(b"Via: ");
     if let Some(prior) = prior {
         w.put(prior);
         w.put(b", ");
     }
-    w.put(VIA.as_bytes());
+    w.put(if http10 { b"1.0 " } else { b"1.1 " });
+    w.put(VIA_BY.as_bytes());
     w.put(b"\r\n");
 }
 
@@ -267,10 +272,23 @@ pub fn write_response(
         len: 0,
         overflow: false,
     };
-    let _ = write!(w, "HTTP/1.1 {} {}\r\n", res.code?, res.reason.unwrap_or(""));
+    let code = res.code?;
+    let _ = write!(w, "HTTP/1.1 {} {}\r\n", code, res.reason.unwrap_or(""));
+    // RFC 9112 6.1, 6.2: no Content-Length nor Transfer-Encoding in a 1xx
+    // or 204, which have no body; a client that believed one would wait for
+    // a body that never comes. HAProxy drops them too.
+    let unframed = code < 200 || code == 204;
     let mut prior_via: Option<&[u8]> = None;
+    let mut dated = false;
     for h in res.headers.iter() {
+        dated |= h.name.eq_ignore_ascii_case("date");
         if hop_by_hop(h.name, &named, upgrading) {
+            continue;
+        }
+        if unframed
+            && (h.name.eq_ignore_ascii_case("content-length")
+                || h.name.eq_ignore_ascii_case("transfer-encoding"))
+        {
             continue;
         }
         if dechunked && h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -286,7 +304,16 @@ pub fn write_response(
         }
     }
     if via {
-        append_via(&mut w, prior_via);
+        append_via(&mut w, prior_via, res.version == Some(0));
+    }
+    if !dated && code >= 200 {
+        // RFC 9110 6.6.1: a recipient with a clock forwarding a response
+        // without Date adds one, from when it received it (nginx sets its
+        // own Date on every response; HAProxy adds none).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        w.field("Date", &http_date(now));
     }
     match conn {
         ClientConnection::KeepAlive => {}
@@ -298,6 +325,42 @@ pub fn write_response(
     }
     w.put(b"\r\n");
     w.finish()
+}
+
+/// The IMF-fixdate (RFC 9110 5.6.7) for `secs` after the Unix epoch, e.g.
+/// `Sun, 06 Nov 1994 08:49:37 GMT`; no allocation.
+fn http_date(secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = secs / 86400;
+    let time = secs % 86400;
+    // Civil date from a day count (H. Hinnant's days_from_civil, inverted).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as usize;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as u64;
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    let two = |out: &mut [u8], at: usize, n: u64| {
+        out[at] = b'0' + (n / 10 % 10) as u8;
+        out[at + 1] = b'0' + (n % 10) as u8;
+    };
+    two(&mut out, 5, day);
+    out[8..11].copy_from_slice(MONTHS[month - 1]);
+    two(&mut out, 12, year / 100);
+    two(&mut out, 14, year % 100);
+    two(&mut out, 17, time / 3600);
+    two(&mut out, 20, time / 60 % 60);
+    two(&mut out, 23, time % 60);
+    out
 }
 
 #[cfg(test)]
@@ -396,11 +459,11 @@ mod tests {
     #[test]
     fn response_gets_via_and_the_client_connection_directive() {
         let mut out = [0u8; 1024];
-        let head = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 3\r\n\r\n";
+        let head = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 3\r\nDate: d\r\n\r\n";
         let n = write_response(head, ClientConnection::Close, true, &mut out).unwrap();
         assert_eq!(
             std::str::from_utf8(&out[..n]).unwrap(),
-            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nVia: 1.1 ferry\r\nConnection: close\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nDate: d\r\nVia: 1.1 ferry\r\nConnection: close\r\n\r\n"
         );
     }
 
@@ -408,11 +471,11 @@ mod tests {
     fn a_decoded_response_loses_its_transfer_encoding() {
         let mut out = [0u8; 1024];
         let head =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nX-A: 1\r\n\r\n";
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nX-A: 1\r\nDate: d\r\n\r\n";
         let n = write_response(head, ClientConnection::CloseDechunked, false, &mut out).unwrap();
         assert_eq!(
             std::str::from_utf8(&out[..n]).unwrap(),
-            "HTTP/1.1 200 OK\r\nX-A: 1\r\nConnection: close\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nX-A: 1\r\nDate: d\r\nConnection: close\r\n\r\n"
         );
         let gzip = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
         assert_eq!(
@@ -438,6 +501,14 @@ mod tests {
             NONE,
         );
         assert!(up.ends_with("Connection: upgrade, TE\r\n\r\n"), "{up}");
+    }
+
+    #[test]
+    fn http_dates_are_imf_fixdates() {
+        assert_eq!(&http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&http_date(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(&http_date(4_102_444_799), b"Thu, 31 Dec 2099 23:59:59 GMT");
     }
 
     #[test]
