@@ -4,7 +4,8 @@
 //! Requests are judged strictly, since an intermediary that forwards an
 //! ambiguous request is how smuggling happens: Content-Length with
 //! Transfer-Encoding, differing or invalid Content-Length, a final coding
-//! other than chunked, Transfer-Encoding in HTTP/1.0, a missing or repeated
+//! other than chunked, a Transfer-Encoding field naming no coding,
+//! Transfer-Encoding in HTTP/1.0, a missing or repeated
 //! Host in HTTP/1.1, obs-fold, whitespace before a colon, bare CR or NUL are
 //! all refused with 400 (httparse refuses the last four). Responses get the
 //! same framing checks with 502 as the answer. Nothing here allocates.
@@ -159,6 +160,12 @@ fn read_fields(headers: &[httparse::Header], bad_status: u16) -> Result<Fields, 
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             f.transfer_encoding = true;
+            if list(h.value).next().is_none() {
+                // A field naming no coding, beside one saying chunked, is
+                // read by some recipients as the only one (no body): refused
+                // like an empty Content-Length.
+                return Err(reject(bad_status, "empty Transfer-Encoding"));
+            }
             for coding in list(h.value) {
                 if f.chunked {
                     // chunked must be the final coding and appear once.
@@ -372,6 +379,8 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\0\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: ,\r\n\r\n",
         ];
         for c in cases {
             assert_eq!(status_of(c), 400, "{c:?}");
@@ -469,6 +478,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert_eq!(res(bad, Method::Get).status(), Some(502), "{bad:?}");
         }
