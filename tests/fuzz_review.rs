@@ -654,6 +654,14 @@ fn drive_case(addr: SocketAddr, bytes: &[u8], rng: &mut Prng, half_close: bool) 
 fn run_parallel(cases: usize, run: impl Fn(usize) -> Vec<String> + Sync) -> Vec<String> {
     let next = AtomicUsize::new(0);
     let all = Mutex::new(Vec::new());
+    // FUZZ_ONLY=N replays one case (to study what a hunt found).
+    let only: Option<usize> = std::env::var("FUZZ_ONLY").ok().and_then(|s| s.parse().ok());
+    let run = |i: usize| {
+        if only.is_some_and(|o| o != i) {
+            return Vec::new();
+        }
+        run(i)
+    };
     thread::scope(|sc| {
         for _ in 0..PARALLEL {
             sc.spawn(|| loop {
@@ -1455,6 +1463,9 @@ fn mutated_responses_reach_the_client_faithfully_or_as_a_502_or_a_close() {
     args.extend_from_slice(&SHORT_TIMEOUTS);
     // No health checks into the scripted backend's request log.
     args.extend_from_slice(&["--health-interval", "3600"]);
+    if verbose() {
+        args.push("-v");
+    }
     let mut proxy = Proxy::start(&args);
     let baseline = proxy.fd_kinds();
     let outcomes = Mutex::new(HashMap::<String, usize>::new());
@@ -1619,6 +1630,7 @@ fn mutated_responses_reach_the_client_faithfully_or_as_a_502_or_a_close() {
     violations.extend(bad.lock().unwrap().iter().cloned());
     if verbose() {
         eprintln!("outcomes: {:?}", outcomes.lock().unwrap());
+        eprintln!("proxy stderr:\n{}", proxy.stderr());
     }
     fail_on(&violations, "mutated responses");
     // A plain request still works (the scripted backend serves `/second`).
@@ -1976,4 +1988,55 @@ fn an_empty_transfer_encoding_beside_chunked_is_refused_both_ways() {
         "only the GET reaches the backend: {:?}",
         backend.requests()
     );
+}
+
+/// Found by the response family: a chunked body decoded for an HTTP/1.0
+/// client (delimited by the close) whose framing breaks after part of it
+/// went out must end in a reset, never a FIN that passes the part off as
+/// the whole.
+#[test]
+fn a_decoded_body_with_bad_framing_after_part_went_out_resets_the_http10_client() {
+    let plain: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
+    let pipelined: &[u8] =
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+    let long: &[u8] = b"5\r\nworld!!\r\n0\r\n\r\n";
+    for (what, rest, half_close, request) in [
+        ("a chunk longer than its size", long, false, plain),
+        ("the same, client half-closed", long, true, plain),
+        ("a bad chunk size", b"zz\r\nworld\r\n0\r\n\r\n", true, plain),
+        ("a bad trailer", b"0\r\nBad Trailer\r\n\r\n", true, plain),
+        ("keep-alive, a request pipelined", long, false, pipelined),
+        (
+            "keep-alive, a request pipelined, half-closed",
+            long,
+            true,
+            pipelined,
+        ),
+    ] {
+        let rest = rest.to_vec();
+        let backend = HttpBackend::start(move |p| {
+            if p.read_request_head().is_none() {
+                return;
+            }
+            p.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+            thread::sleep(Duration::from_millis(100));
+            p.write(&rest);
+            p.wait_eof();
+        });
+        let proxy = Proxy::http(&[backend.addr], &["-w", "1"]);
+        let mut c = HttpConn::connect(proxy.addr);
+        c.timeout = Duration::from_secs(10);
+        c.send(request);
+        if half_close {
+            c.s.shutdown(Shutdown::Write).unwrap();
+        }
+        assert_eq!(c.read_head().status(), 200, "{what}");
+        let (got, how) = c.read_until_closed();
+        assert_eq!(
+            how,
+            Closed::Reset,
+            "{what}: the client must not take {:?} for the whole body",
+            String::from_utf8_lossy(&got)
+        );
+    }
 }
