@@ -619,14 +619,19 @@ fn drive_case(addr: SocketAddr, bytes: &[u8], rng: &mut Prng, half_close: bool) 
     let _ = s.set_nodelay(true);
     let slow = chance(rng, 15);
     let mut at = 0;
+    // A write that meets the proxy's reset takes the socket's error: a
+    // read then finds only the end of the stream, as if after a FIN.
+    let mut reset_on_write = false;
     while at < bytes.len() {
         let n = if chance(rng, 50) {
             bytes.len() - at
         } else {
             1 + below(rng, bytes.len() - at)
         };
-        if s.write_all(&bytes[at..at + n]).is_err() {
-            break; // the proxy answered and closed: read what it said
+        if let Err(e) = s.write_all(&bytes[at..at + n]) {
+            // The proxy answered and closed: read what it said.
+            reset_on_write = e.kind() == std::io::ErrorKind::ConnectionReset;
+            break;
         }
         at += n;
         if slow {
@@ -641,6 +646,7 @@ fn drive_case(addr: SocketAddr, bytes: &[u8], rng: &mut Prng, half_close: bool) 
     let mut buf = vec![0u8; 64 * KIB];
     loop {
         match read_some(&mut s, &mut buf, end) {
+            Ok(Some(0)) if reset_on_write => return (got, End::Reset),
             Ok(Some(0)) => return (got, End::Eof),
             Ok(Some(n)) => got.extend_from_slice(&buf[..n]),
             Ok(None) => return (got, End::Hang),
