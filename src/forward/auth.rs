@@ -160,4 +160,49 @@ mod tests {
         let s = format!("{:?}", creds());
         assert!(!s.contains("s3cret") && !s.contains("alice"), "{s}");
     }
+
+    /// Any change to a good value's credentials is refused, and no value
+    /// panics the check, however long or malformed.
+    #[test]
+    fn fuzzed_credentials_never_panic_and_only_the_exact_pair_passes() {
+        let c = creds();
+        let good = basic("alice:s3cret");
+        let mut state = 0x0dd_c0ffee_u64;
+        let mut rng = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        const BYTES: &[u8] = b"=+/ \t\0:A\xff\xc3aZ9";
+        for _ in 0..20000 {
+            let mut v = good.clone();
+            for _ in 0..1 + rng() % 3 {
+                let i = (rng() as usize) % v.len();
+                match rng() % 4 {
+                    0 => v[i] = BYTES[(rng() as usize) % BYTES.len()],
+                    1 => v.insert(i, BYTES[(rng() as usize) % BYTES.len()]),
+                    2 => {
+                        v.remove(i);
+                    }
+                    _ => v.extend(std::iter::repeat_n(b'Q', (rng() % 3000) as usize)),
+                }
+            }
+            let passes = c.check(&v);
+            // The model: scheme, space, the token, any surrounding spaces.
+            let text = String::from_utf8_lossy(&v)
+                .trim_matches([' ', '\t', '\n', '\r'])
+                .to_string();
+            let model = text
+                .split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+                .and_then(|(_, token)| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(token.trim_matches([' ', '\t', '\n', '\r']))
+                        .ok()
+                })
+                .is_some_and(|d| d == b"alice:s3cret" || d == b"bob:pa:ss");
+            assert_eq!(passes, model, "{:?}", String::from_utf8_lossy(&v));
+        }
+    }
 }

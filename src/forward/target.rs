@@ -150,4 +150,77 @@ mod tests {
         assert!(parse_absolute(b"http://u:p@h/").is_none());
         assert!(parse_absolute(b"ftp://h/").is_none());
     }
+
+    fn rng(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// Whatever bytes a client puts in a target, an accepted authority is
+    /// a usable one: a host of allowed characters (or an IPv6 literal), at
+    /// most 253 bytes, and a port that is not 0.
+    #[test]
+    fn fuzzed_targets_never_panic_and_accepted_ones_are_sound() {
+        const PARTS: &[&str] = &[
+            "example.com",
+            "[::1]",
+            "[",
+            "]",
+            ":",
+            "443",
+            "0",
+            "65535",
+            "65536",
+            "99999",
+            "@",
+            "u:p@",
+            "%2e",
+            "%",
+            "/",
+            "?",
+            "#",
+            "http://",
+            "https://",
+            "",
+            " ",
+            "\u{e9}",
+            "127.0.0.1",
+            "-",
+            "[fe80::1%eth0]",
+            "[::ffff:1.2.3.4]",
+            "a..b",
+            "_",
+        ];
+        let mut state = 0x1234_5678_9abc_def1_u64;
+        let long = "a".repeat(300);
+        for _ in 0..20000 {
+            let mut t = String::new();
+            for _ in 0..1 + rng(&mut state) % 6 {
+                if rng(&mut state).is_multiple_of(50) {
+                    t.push_str(&long);
+                } else {
+                    t.push_str(PARTS[(rng(&mut state) as usize) % PARTS.len()]);
+                }
+            }
+            for default in [None, Some(80)] {
+                if let Some(a) = parse_authority(t.as_bytes(), default) {
+                    assert!(a.port != 0, "{t:?}");
+                    assert!(!a.host.is_empty() && a.host.len() <= MAX_HOST, "{t:?}");
+                    assert!(
+                        a.host.bytes().all(host_char)
+                            || a.host.parse::<std::net::Ipv6Addr>().is_ok(),
+                        "{t:?} gave host {:?}",
+                        a.host
+                    );
+                }
+            }
+            if let Some(abs) = parse_absolute(t.as_bytes()) {
+                assert!(!abs.authority.is_empty(), "{t:?}");
+                assert!(!abs.authority.iter().any(|b| b"@/?#".contains(b)), "{t:?}");
+                assert!(!abs.path.contains(&b'#'), "{t:?}");
+            }
+        }
+    }
 }

@@ -330,4 +330,109 @@ mod tests {
         assert_eq!(scan_all(b"5\r\nhel"), Ok((6, false)));
         assert_eq!(scan_all(b"0\r\n"), Ok((3, false)));
     }
+
+    /// A tiny xorshift for the property tests (no crates for tests).
+    fn rng(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// A valid chunked body, then a few random byte changes (or none).
+    fn fuzzed_body(state: &mut u64) -> Vec<u8> {
+        let mut v = Vec::new();
+        for _ in 0..rng(state) % 4 {
+            let n = (rng(state) % 20) as usize;
+            let ext = ["", ";a=b", " ;q=\"x\\\"y\"", ";n"][(rng(state) % 4) as usize];
+            v.extend_from_slice(format!("{n:x}{ext}\r\n").as_bytes());
+            v.extend((0..n).map(|i| b'a' + (i % 26) as u8));
+            v.extend_from_slice(b"\r\n");
+        }
+        v.extend_from_slice(b"0\r\n");
+        if rng(state).is_multiple_of(2) {
+            v.extend_from_slice(b"X-T: v\r\n");
+        }
+        v.extend_from_slice(b"\r\nNEXT");
+        const BYTES: &[u8] = b"\r\n\0 ;=\"\\\t:0fF9xg\x80";
+        for _ in 0..rng(state) % 3 {
+            let i = (rng(state) as usize) % v.len();
+            match rng(state) % 3 {
+                0 => v[i] = BYTES[(rng(state) as usize) % BYTES.len()],
+                1 => v.insert(i, BYTES[(rng(state) as usize) % BYTES.len()]),
+                _ => {
+                    v.remove(i);
+                }
+            }
+        }
+        v
+    }
+
+    /// What a scanner makes of `parts` fed in turn: the bytes it took, whether
+    /// the message ended, or the error.
+    fn scan_parts(parts: &[&[u8]]) -> Result<(usize, bool), ChunkError> {
+        let mut s = ChunkScanner::default();
+        let mut used = 0;
+        for p in parts {
+            used += s.scan(p)?;
+            if s.is_done() {
+                break;
+            }
+        }
+        Ok((used, s.is_done()))
+    }
+
+    #[test]
+    fn fuzzed_bodies_scan_and_decode_the_same_at_any_split() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for case in 0..3000 {
+            let body = fuzzed_body(&mut state);
+            let whole = scan_parts(&[&body]);
+            // Decoding the whole body in place walks the same bytes.
+            let mut copy = body.clone();
+            let mut d = ChunkScanner::default();
+            let decoded = d
+                .dechunk(&mut copy)
+                .map(|(used, kept)| (used, d.is_done(), copy[..kept].to_vec()));
+            assert_eq!(
+                whole,
+                decoded.clone().map(|(u, done, _)| (u, done)),
+                "case {case}: {:?}",
+                String::from_utf8_lossy(&body)
+            );
+            for _ in 0..8 {
+                let a = (rng(&mut state) as usize) % (body.len() + 1);
+                let b = a + (rng(&mut state) as usize) % (body.len() - a + 1);
+                let split = scan_parts(&[&body[..a], &body[a..b], &body[b..]]);
+                assert_eq!(
+                    whole.is_ok(),
+                    split.is_ok(),
+                    "case {case} cut at {a}, {b}: {:?}",
+                    String::from_utf8_lossy(&body)
+                );
+                if let (Ok(w), Ok(s)) = (whole, split) {
+                    assert_eq!(
+                        w,
+                        s,
+                        "case {case} cut at {a}, {b}: {:?}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                // Decoding in pieces keeps the same data.
+                if let Ok((_, _, data)) = &decoded {
+                    let mut s = ChunkScanner::default();
+                    let mut out = Vec::new();
+                    for p in [&body[..a], &body[a..b], &body[b..]] {
+                        let mut bytes = p.to_vec();
+                        let (_, kept) = s.dechunk(&mut bytes).unwrap();
+                        out.extend_from_slice(&bytes[..kept]);
+                        if s.is_done() {
+                            break;
+                        }
+                    }
+                    assert_eq!(&out, data, "case {case} cut at {a}, {b}");
+                }
+            }
+        }
+    }
 }

@@ -4,7 +4,8 @@
 //! Requests are judged strictly, since an intermediary that forwards an
 //! ambiguous request is how smuggling happens: Content-Length with
 //! Transfer-Encoding, differing or invalid Content-Length, a final coding
-//! other than chunked, Transfer-Encoding in HTTP/1.0, a missing or repeated
+//! other than chunked, a Transfer-Encoding field naming no coding,
+//! Transfer-Encoding in HTTP/1.0, a missing or repeated
 //! Host in HTTP/1.1, obs-fold, whitespace before a colon, bare CR or NUL are
 //! all refused with 400 (httparse refuses the last four). Responses get the
 //! same framing checks with 502 as the answer. Nothing here allocates.
@@ -165,6 +166,12 @@ fn read_fields(headers: &[httparse::Header], bad_status: u16) -> Result<Fields, 
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             f.transfer_encoding = true;
+            if list(h.value).next().is_none() {
+                // A field naming no coding, beside one saying chunked, is
+                // read by some recipients as the only one (no body): refused
+                // like an empty Content-Length.
+                return Err(reject(bad_status, "empty Transfer-Encoding"));
+            }
             for coding in list(h.value) {
                 if f.chunked {
                     // chunked must be the final coding and appear once.
@@ -464,6 +471,8 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\0\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: ,\r\n\r\n",
         ];
         for c in cases {
             assert_eq!(status_of(c), 400, "{c:?}");
@@ -561,6 +570,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert_eq!(res(bad, Method::Get).status(), Some(502), "{bad:?}");
         }
@@ -571,6 +581,84 @@ mod tests {
             match self {
                 Parsed::Invalid(r) => Some(r.status),
                 _ => None,
+            }
+        }
+    }
+
+    fn rng(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// A valid head with one to three random byte changes.
+    fn fuzzed(state: &mut u64, seed: &[u8]) -> Vec<u8> {
+        const BYTES: &[u8] = b"\r\n\0 :\t,;\"-09aZ\x7f\x80\xff";
+        let mut v = seed.to_vec();
+        for _ in 0..1 + rng(state) % 3 {
+            let i = (rng(state) as usize) % v.len();
+            match rng(state) % 3 {
+                0 => v[i] = BYTES[(rng(state) as usize) % BYTES.len()],
+                1 => v.insert(i, BYTES[(rng(state) as usize) % BYTES.len()]),
+                _ => {
+                    v.remove(i);
+                }
+            }
+        }
+        v
+    }
+
+    /// The session parses a head again as each read adds bytes: a prefix
+    /// of a good head must be Partial (never refused), and a head complete
+    /// in a prefix must be the head the whole buffer gives.
+    #[test]
+    fn fuzzed_heads_never_panic_and_every_prefix_agrees_with_the_whole() {
+        let requests: [&[u8]; 3] = [
+            b"POST /a?b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+            b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-continue\r\n\r\n",
+            b"GET /ws HTTP/1.0\r\nConnection: Upgrade, keep-alive\r\nUpgrade: x\r\n\r\n",
+        ];
+        let responses: [&[u8]; 2] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nConnection: close\r\n\r\nhello",
+            b"HTTP/1.0 101 Switching\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for case in 0..4000 {
+            let req = fuzzed(&mut state, requests[case % 3]);
+            let whole = parse_request(&req, 1 << 20, 100);
+            let res = fuzzed(&mut state, responses[case % 2]);
+            let whole_res = parse_response(&res, Method::Get, 1 << 20);
+            for cut in 0..req.len() {
+                match (parse_request(&req[..cut], 1 << 20, 100), &whole) {
+                    (Parsed::Complete(p), Parsed::Complete(w)) => {
+                        assert_eq!(&p, w, "{req:?} at {cut}")
+                    }
+                    (Parsed::Complete(p), w) => {
+                        panic!("{req:?}: complete at {cut} ({p:?}), whole {w:?}")
+                    }
+                    (Parsed::Invalid(r), Parsed::Complete(_)) => {
+                        panic!("{req:?}: a good head refused at {cut}: {r:?}")
+                    }
+                    _ => {}
+                }
+            }
+            for cut in 0..res.len() {
+                match (
+                    parse_response(&res[..cut], Method::Get, 1 << 20),
+                    &whole_res,
+                ) {
+                    (Parsed::Complete(p), Parsed::Complete(w)) => {
+                        assert_eq!(&p, w, "{res:?} at {cut}")
+                    }
+                    (Parsed::Complete(p), w) => {
+                        panic!("{res:?}: complete at {cut} ({p:?}), whole {w:?}")
+                    }
+                    (Parsed::Invalid(r), Parsed::Complete(_)) => {
+                        panic!("{res:?}: a good head refused at {cut}: {r:?}")
+                    }
+                    _ => {}
+                }
             }
         }
     }

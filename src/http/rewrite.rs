@@ -11,9 +11,10 @@
 //! `Via` and the connection directive the client needs (and, for a chunked
 //! body ferry decodes for an HTTP/1.0 client, no `Transfer-Encoding`; for a
 //! 1xx or 204, neither `Content-Length` nor `Transfer-Encoding`; `Date`
-//! when a final response came without one). The head is re-parsed from the bytes
-//! (it was validated already) and written into a caller's buffer without
-//! allocating.
+//! when a final response came without one). A Content-Length repeated with
+//! one value (which the head allows) goes on once, as that value. The head
+//! is re-parsed from the bytes (it was validated already) and written into
+//! a caller's buffer without allocating.
 
 use super::head::{list, uninit_slots};
 use crate::forward::target::parse_absolute;
@@ -172,9 +173,13 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
     let mut xff: Option<&[u8]> = None;
     let mut via: Option<&[u8]> = None;
     let mut te_trailers = false;
+    let mut length_written = false;
     for h in req.headers.iter() {
         let name = h.name;
         if absolute.is_some() && name.eq_ignore_ascii_case("host") {
+            continue;
+        }
+        if content_length(&mut w, name, h.value, &mut length_written) {
             continue;
         }
         if name.eq_ignore_ascii_case("te") {
@@ -223,6 +228,22 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
     }
     w.put(b"\r\n");
     w.finish()
+}
+
+/// Write a `Content-Length` field once, as its single value: the head was
+/// judged already, so a repeated length (`5, 5`, or one field per copy)
+/// names one value. RFC 9110 §8.6 lets an intermediary replace such a list
+/// by that value and forbids forwarding the list, which strict recipients
+/// (Node's parser, for one) refuse. True if `name` is Content-Length (written
+/// now, or dropped as a repeat).
+fn content_length(w: &mut Out, name: &str, value: &[u8], written: &mut bool) -> bool {
+    if !name.eq_ignore_ascii_case("content-length") {
+        return false;
+    }
+    if !std::mem::replace(written, true) {
+        w.field(name, list(value).next().unwrap_or(value));
+    }
+    true
 }
 
 fn append_via(w: &mut Out, prior: Option<&[u8]>, http10: bool) {
@@ -280,6 +301,7 @@ pub fn write_response(
     let unframed = code < 200 || code == 204;
     let mut prior_via: Option<&[u8]> = None;
     let mut dated = false;
+    let mut length_written = false;
     for h in res.headers.iter() {
         dated |= h.name.eq_ignore_ascii_case("date");
         if hop_by_hop(h.name, &named, upgrading) {
@@ -289,6 +311,9 @@ pub fn write_response(
             && (h.name.eq_ignore_ascii_case("content-length")
                 || h.name.eq_ignore_ascii_case("transfer-encoding"))
         {
+            continue;
+        }
+        if content_length(&mut w, h.name, h.value, &mut length_written) {
             continue;
         }
         if dechunked && h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -522,6 +547,26 @@ mod tests {
         assert_eq!(
             write_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", target, ALL, &mut out),
             None
+        );
+    }
+
+    #[test]
+    fn a_repeated_content_length_goes_on_once_as_its_value() {
+        let out = request(
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\nX: 1\r\ncontent-length: 5\r\n\r\n",
+            false,
+            NONE,
+        );
+        assert_eq!(
+            out,
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX: 1\r\n\r\n"
+        );
+        let mut buf = [0u8; 1024];
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3 , 3\r\n\r\n";
+        let n = write_response(head, ClientConnection::KeepAlive, false, &mut buf).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"
         );
     }
 }
