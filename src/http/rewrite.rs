@@ -562,11 +562,12 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX: 1\r\n\r\n"
         );
         let mut buf = [0u8; 1024];
-        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3 , 3\r\n\r\n";
+        let head =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3 , 3\r\nDate: x\r\n\r\n";
         let n = write_response(head, ClientConnection::KeepAlive, false, &mut buf).unwrap();
         assert_eq!(
             std::str::from_utf8(&buf[..n]).unwrap(),
-            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nDate: x\r\n\r\n"
         );
     }
 }
