@@ -157,6 +157,35 @@ fn a_backend_that_never_answers_gets_504_after_the_backend_timeout() {
 }
 
 #[test]
+fn a_backend_silent_after_a_100_continue_gets_504_after_the_backend_timeout() {
+    // The interim response is not the answer: the backend timeout still
+    // runs until the final head, rather than the (here 300 s) idle timeout.
+    let backend =
+        HttpBackend::serve(|_| reply_then(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), Then::Hang));
+    let proxy = Proxy::http(&[backend.addr], &["-w", "1", "--backend-timeout", "1"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    c.timeout = Duration::from_secs(15);
+    let t0 = Instant::now();
+    c.send(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi");
+    let interim = c.read_head();
+    assert_eq!(interim.status(), 100, "{}", interim.text());
+    expect_answer_and_close(&mut c, 504, "--backend-timeout 1, backend silent after 100");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "504 after {:?}, before the 1 s backend timeout",
+        t0.elapsed()
+    );
+    let report = proxy.wait_idle();
+    assert_eq!(
+        (
+            report.u("http_responses_1xx"),
+            report.u("http_responses_5xx")
+        ),
+        (1, 1)
+    );
+}
+
+#[test]
 fn a_client_that_aborts_mid_response_releases_the_backend_connection() {
     for splice in ["on", "off"] {
         let total = 16 * MIB;

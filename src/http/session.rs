@@ -347,6 +347,19 @@ fn abandon_request(pair: &mut Pair, ctx: &mut Ctx) -> Action {
     Action::Again
 }
 
+/// Whether the backend still owes the final response head: none of it came
+/// yet, or only interim (1xx) responses, all delivered. After a `100
+/// Continue` the backend timeout still runs, so a backend that falls silent
+/// gets the client a 504, not a wait for the whole idle timeout.
+fn awaiting_final_head(pair: &Pair) -> bool {
+    let ex = &pair.exchange;
+    !ex.tunnel
+        && (!ex.response_started
+            || (pair.to_client.framing() == Framing::Head
+                && pair.to_client.pending() == 0
+                && pair.to_client.leftover() == 0))
+}
+
 /// The pair's timer fired.
 pub fn on_timeout(pair: &mut Pair, ctx: &mut Ctx) -> Action {
     match pair.phase {
@@ -361,7 +374,7 @@ pub fn on_timeout(pair: &mut Pair, ctx: &mut Ctx) -> Action {
             pair.exchange.timed_out = true;
             Action::ConnectFailed
         }
-        Phase::Relaying if !pair.exchange.response_started && !pair.exchange.tunnel => {
+        Phase::Relaying if awaiting_final_head(pair) => {
             // The backend's time runs from the last request byte sent to it:
             // a client still uploading a body slowly is no backend delay.
             let until = pair.last_active + ctx.ticks.backend;
