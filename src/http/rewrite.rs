@@ -170,8 +170,6 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
     if let Some(a) = absolute {
         w.field("Host", a.authority);
     }
-    let mut xff: Option<&[u8]> = None;
-    let mut via: Option<&[u8]> = None;
     let mut te_trailers = false;
     let mut length_written = false;
     for h in req.headers.iter() {
@@ -192,29 +190,26 @@ pub fn write_request(head: &[u8], target: Target, add: AddFields, out: &mut [u8]
         if hop_by_hop(name, &named, upgrading) {
             continue;
         }
-        if add.x_forwarded_for && name.eq_ignore_ascii_case("x-forwarded-for") {
-            xff = Some(h.value);
-        } else if add.via && name.eq_ignore_ascii_case("via") {
-            via = Some(h.value);
+        if (add.x_forwarded_for && name.eq_ignore_ascii_case("x-forwarded-for"))
+            || (add.via && name.eq_ignore_ascii_case("via"))
+        {
+            // Appended to below, every received line in one list.
         } else if add.x_forwarded_proto && name.eq_ignore_ascii_case("x-forwarded-proto") {
             // Replaced by ours: the client does not get to say how it came in.
         } else {
             w.field(name, h.value);
         }
     }
+    let forwarded = |h: &httparse::Header| !hop_by_hop(h.name, &named, upgrading);
     if add.x_forwarded_for {
-        w.put(b"X-Forwarded-For: ");
-        if let Some(prior) = xff {
-            w.put(prior);
-            w.put(b", ");
-        }
+        append_to_list(&mut w, "X-Forwarded-For", req.headers, forwarded);
         let _ = write!(w, "{client}\r\n");
     }
     if add.x_forwarded_proto {
         w.put(b"X-Forwarded-Proto: http\r\n");
     }
     if add.via {
-        append_via(&mut w, via, http10);
+        append_via(&mut w, req.headers, forwarded, http10);
     }
     // TE is hop-by-hop: whoever sends it must name it in Connection too
     // (RFC 9110 §10.1.4).
@@ -246,12 +241,35 @@ fn content_length(w: &mut Out, name: &str, value: &[u8], written: &mut bool) -> 
     true
 }
 
-fn append_via(w: &mut Out, prior: Option<&[u8]>, http10: bool) {
-    w.put(b"Via: ");
-    if let Some(prior) = prior {
-        w.put(prior);
+/// Start field `name` with the values of every received line of it that
+/// `forwarded` keeps, in order, each followed by `, ` for the value the
+/// caller appends: several lines of a list field make one list (RFC 9110
+/// 5.3), so none is lost.
+fn append_to_list(
+    w: &mut Out,
+    name: &str,
+    received: &[httparse::Header],
+    forwarded: impl Fn(&httparse::Header) -> bool,
+) {
+    w.put(name.as_bytes());
+    w.put(b": ");
+    for h in received
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name) && forwarded(h))
+        .filter(|h| !h.value.iter().all(u8::is_ascii_whitespace))
+    {
+        w.put(h.value);
         w.put(b", ");
     }
+}
+
+fn append_via(
+    w: &mut Out,
+    received: &[httparse::Header],
+    forwarded: impl Fn(&httparse::Header) -> bool,
+    http10: bool,
+) {
+    append_to_list(w, "Via", received, forwarded);
     w.put(if http10 { b"1.0 " } else { b"1.1 " });
     w.put(VIA_BY.as_bytes());
     w.put(b"\r\n");
@@ -299,7 +317,6 @@ pub fn write_response(
     // or 204, which have no body; a client that believed one would wait for
     // a body that never comes. HAProxy drops them too.
     let unframed = code < 200 || code == 204;
-    let mut prior_via: Option<&[u8]> = None;
     let mut dated = false;
     let mut length_written = false;
     for h in res.headers.iter() {
@@ -322,14 +339,13 @@ pub fn write_response(
             }
             continue;
         }
-        if via && h.name.eq_ignore_ascii_case("via") {
-            prior_via = Some(h.value);
-        } else {
+        if !(via && h.name.eq_ignore_ascii_case("via")) {
             w.field(h.name, h.value);
         }
     }
     if via {
-        append_via(&mut w, prior_via, res.version == Some(0));
+        let forwarded = |h: &httparse::Header| !hop_by_hop(h.name, &named, upgrading);
+        append_via(&mut w, res.headers, forwarded, res.version == Some(0));
     }
     if !dated && code >= 200 {
         // RFC 9110 6.6.1: a recipient with a clock forwarding a response
@@ -413,6 +429,36 @@ mod tests {
         };
         let n = write_request(head.as_bytes(), target, add, &mut out).unwrap();
         String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn every_received_line_of_a_list_field_ferry_appends_to_is_kept() {
+        let out = request(
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nVia: 1.1 a\r\n\
+             X-Forwarded-For: 2.2.2.2, 3.3.3.3\r\nX-Forwarded-For:  \r\nVia: 1.0 b\r\n\r\n",
+            false,
+            ALL,
+        );
+        assert!(
+            out.contains("\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\r\nVia: 1.1 a, 1.0 b, 1.1 ferry\r\n"),
+            "{out}"
+        );
+        assert_eq!(out.matches("X-Forwarded-For").count(), 1, "{out}");
+        assert_eq!(out.matches("Via").count(), 1, "{out}");
+        let mut buf = [0u8; 1024];
+        let head =
+            b"HTTP/1.1 200 OK\r\nVia: 1.1 x\r\nDate: d\r\nVia: 1.1 y\r\nContent-Length: 0\r\n\r\n";
+        let n = write_response(head, ClientConnection::KeepAlive, true, &mut buf).unwrap();
+        let out = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(
+            out.contains("\r\nVia: 1.1 x, 1.1 y, 1.1 ferry\r\n"),
+            "{out}"
+        );
+        assert_eq!(out.matches("Via").count(), 1, "{out}");
     }
 
     #[test]
