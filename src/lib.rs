@@ -57,6 +57,9 @@ pub mod token;
 pub mod upstream;
 pub mod worker;
 
+#[cfg(test)]
+mod test_rng;
+
 /// Version, build profile, compiler, target features and compiled-in defaults.
 pub fn build_info() -> String {
     use config::*;

@@ -56,6 +56,15 @@ const SHORT_TIMEOUTS: [&str; 12] = [
     "1",
 ];
 
+/// The flags of a fuzzed proxy: `mode` on a free loopback port, two
+/// workers, `extra`, and the short timeouts.
+fn fuzz_args<'a>(mode: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["-m", mode, "-l", "127.0.0.1", "-p", "0", "-w", "2"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&SHORT_TIMEOUTS);
+    args
+}
+
 /// Cases per family: the default, or `FUZZ_CASES` (for longer hunts by
 /// hand; `FUZZ_SEED` moves the seeds too).
 fn cases(default: usize) -> usize {
@@ -1170,19 +1179,7 @@ fn request_seeds(t: &str) -> Vec<Vec<u8>> {
 fn mutated_requests_get_well_formed_answers_or_a_close_and_never_reach_the_backend_ambiguous() {
     let (backend, audit) = audit_backend();
     let b = backend.to_string();
-    let mut args = vec![
-        "-m",
-        "http",
-        "-l",
-        "127.0.0.1",
-        "-p",
-        "0",
-        "-w",
-        "2",
-        "--backend",
-        &b,
-    ];
-    args.extend_from_slice(&SHORT_TIMEOUTS);
+    let args = fuzz_args("http", &["--backend", &b]);
     let mut proxy = Proxy::start(&args);
     let baseline = proxy.fd_kinds();
     let cases = cases(360);
@@ -1454,19 +1451,7 @@ fn mutated_responses_reach_the_client_faithfully_or_as_a_502_or_a_close() {
             }
         });
     }
-    let mut args = vec![
-        "-m",
-        "http",
-        "-l",
-        "127.0.0.1",
-        "-p",
-        "0",
-        "-w",
-        "2",
-        "--backend",
-        &backend,
-    ];
-    args.extend_from_slice(&SHORT_TIMEOUTS);
+    let mut args = fuzz_args("http", &["--backend", &backend]);
     // No health checks into the scripted backend's request log.
     args.extend_from_slice(&["--health-interval", "3600"]);
     if verbose() {
@@ -1759,21 +1744,7 @@ fn mutated_forward_requests_never_tunnel_to_a_forbidden_port_nor_pass_without_cr
     let bad = Arc::new(Mutex::new(Vec::new()));
     let forbidden = forbidden_origin(bad.clone());
     let ports = format!("{},{}", tunnel.port(), origin.port());
-    let mut args = vec![
-        "-m",
-        "forward",
-        "-l",
-        "127.0.0.1",
-        "-p",
-        "0",
-        "-w",
-        "2",
-        "--auth",
-        USER_PASS,
-        "--connect-ports",
-        &ports,
-    ];
-    args.extend_from_slice(&SHORT_TIMEOUTS);
+    let args = fuzz_args("forward", &["--auth", USER_PASS, "--connect-ports", &ports]);
     let mut proxy = Proxy::start(&args);
     let baseline = proxy.fd_kinds();
     let (o, tp, fp, own) = (

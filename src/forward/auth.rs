@@ -168,12 +168,7 @@ mod tests {
         let c = creds();
         let good = basic("alice:s3cret");
         let mut state = 0x0dd_c0ffee_u64;
-        let mut rng = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = || crate::test_rng::next(&mut state);
         const BYTES: &[u8] = b"=+/ \t\0:A\xff\xc3aZ9";
         for _ in 0..20000 {
             let mut v = good.clone();

@@ -151,12 +151,7 @@ mod tests {
         assert!(parse_absolute(b"ftp://h/").is_none());
     }
 
-    fn rng(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    }
+    use crate::test_rng::next as rng;
 
     /// Whatever bytes a client puts in a target, an accepted authority is
     /// a usable one: a host of allowed characters (or an IPv6 literal), at

@@ -331,13 +331,7 @@ mod tests {
         assert_eq!(scan_all(b"0\r\n"), Ok((3, false)));
     }
 
-    /// A tiny xorshift for the property tests (no crates for tests).
-    fn rng(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    }
+    use crate::test_rng::{mutate, next as rng};
 
     /// A valid chunked body, then a few random byte changes (or none).
     fn fuzzed_body(state: &mut u64) -> Vec<u8> {
@@ -355,16 +349,8 @@ mod tests {
         }
         v.extend_from_slice(b"\r\nNEXT");
         const BYTES: &[u8] = b"\r\n\0 ;=\"\\\t:0fF9xg\x80";
-        for _ in 0..rng(state) % 3 {
-            let i = (rng(state) as usize) % v.len();
-            match rng(state) % 3 {
-                0 => v[i] = BYTES[(rng(state) as usize) % BYTES.len()],
-                1 => v.insert(i, BYTES[(rng(state) as usize) % BYTES.len()]),
-                _ => {
-                    v.remove(i);
-                }
-            }
-        }
+        let times = rng(state) % 3;
+        mutate(state, &mut v, BYTES, times);
         v
     }
 

@@ -585,27 +585,14 @@ mod tests {
         }
     }
 
-    fn rng(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    }
+    use crate::test_rng::{mutate, next as rng};
 
     /// A valid head with one to three random byte changes.
     fn fuzzed(state: &mut u64, seed: &[u8]) -> Vec<u8> {
         const BYTES: &[u8] = b"\r\n\0 :\t,;\"-09aZ\x7f\x80\xff";
         let mut v = seed.to_vec();
-        for _ in 0..1 + rng(state) % 3 {
-            let i = (rng(state) as usize) % v.len();
-            match rng(state) % 3 {
-                0 => v[i] = BYTES[(rng(state) as usize) % BYTES.len()],
-                1 => v.insert(i, BYTES[(rng(state) as usize) % BYTES.len()]),
-                _ => {
-                    v.remove(i);
-                }
-            }
-        }
+        let times = 1 + rng(state) % 3;
+        mutate(state, &mut v, BYTES, times);
         v
     }
 
