@@ -271,6 +271,17 @@ fn line_at(v: &[u8], starts: &[usize], k: usize) -> (usize, usize) {
 
 /// One to three mutations of `seed`. Never a byte of a case tag is
 /// spared on purpose: the check sum tells a mangled tag from another's.
+/// Case `i`'s bytes: one of `seeds`, mutated, except every tenth case,
+/// sent as it is (the seeds themselves must pass).
+fn case_bytes(rng: &mut Prng, seeds: &[Vec<u8>], i: usize) -> Vec<u8> {
+    let seed = &seeds[i % seeds.len()];
+    if i.is_multiple_of(10) {
+        seed.clone()
+    } else {
+        mutate(rng, seed)
+    }
+}
+
 fn mutate(rng: &mut Prng, seed: &[u8]) -> Vec<u8> {
     let mut v = seed.to_vec();
     let count = 1 + below(rng, 3);
@@ -1188,14 +1199,7 @@ fn mutated_requests_get_well_formed_answers_or_a_close_and_never_reach_the_backe
     let answered = Mutex::new(HashMap::<u64, usize>::new());
     let violations = run_parallel(cases, |i| {
         let mut rng = Prng::new(0xF0_22 + base + i as u64);
-        let seeds = request_seeds(&tag(i));
-        let seed = &seeds[i % seeds.len()];
-        // Every tenth case is sent unmutated: the seeds must pass.
-        let bytes = if i % 10 == 0 {
-            seed.clone()
-        } else {
-            mutate(&mut rng, seed)
-        };
+        let bytes = case_bytes(&mut rng, &request_seeds(&tag(i)), i);
         let half_close = chance(&mut rng, 70);
         let (raw, end) = drive_case(proxy.addr, &bytes, &mut rng, half_close);
         let what = format!(
@@ -1422,13 +1426,7 @@ fn mutated_responses_reach_the_client_faithfully_or_as_a_502_or_a_close() {
     let table: Vec<(Vec<u8>, After, u64)> = (0..cases)
         .map(|i| {
             let mut rng = Prng::new(0x5E5_0000 + base + i as u64);
-            let seeds = response_seeds(&tag(i));
-            let seed = &seeds[i % seeds.len()];
-            let bytes = if i % 10 == 0 {
-                seed.clone()
-            } else {
-                mutate(&mut rng, seed)
-            };
+            let bytes = case_bytes(&mut rng, &response_seeds(&tag(i)), i);
             let after = match below(&mut rng, 20) {
                 0..=9 => After::KeepAlive,
                 10..=16 => After::Close,

@@ -596,6 +596,29 @@ mod tests {
         v
     }
 
+    /// Every prefix of `bytes` parses as Partial, or as the head the whole
+    /// of `bytes` gives; a prefix of a good head is never refused.
+    fn prefixes_agree_with_the_whole<T: PartialEq + std::fmt::Debug>(
+        bytes: &[u8],
+        parse: impl Fn(&[u8]) -> Parsed<T>,
+    ) {
+        let whole = parse(bytes);
+        for cut in 0..bytes.len() {
+            match (parse(&bytes[..cut]), &whole) {
+                (Parsed::Complete(p), Parsed::Complete(w)) => {
+                    assert_eq!(&p, w, "{bytes:?} at {cut}")
+                }
+                (Parsed::Complete(p), w) => {
+                    panic!("{bytes:?}: complete at {cut} ({p:?}), whole {w:?}")
+                }
+                (Parsed::Invalid(r), Parsed::Complete(_)) => {
+                    panic!("{bytes:?}: a good head refused at {cut}: {r:?}")
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// The session parses a head again as each read adds bytes: a prefix
     /// of a good head must be Partial (never refused), and a head complete
     /// in a prefix must be the head the whole buffer gives.
@@ -613,40 +636,9 @@ mod tests {
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         for case in 0..4000 {
             let req = fuzzed(&mut state, requests[case % 3]);
-            let whole = parse_request(&req, 1 << 20, 100);
             let res = fuzzed(&mut state, responses[case % 2]);
-            let whole_res = parse_response(&res, Method::Get, 1 << 20);
-            for cut in 0..req.len() {
-                match (parse_request(&req[..cut], 1 << 20, 100), &whole) {
-                    (Parsed::Complete(p), Parsed::Complete(w)) => {
-                        assert_eq!(&p, w, "{req:?} at {cut}")
-                    }
-                    (Parsed::Complete(p), w) => {
-                        panic!("{req:?}: complete at {cut} ({p:?}), whole {w:?}")
-                    }
-                    (Parsed::Invalid(r), Parsed::Complete(_)) => {
-                        panic!("{req:?}: a good head refused at {cut}: {r:?}")
-                    }
-                    _ => {}
-                }
-            }
-            for cut in 0..res.len() {
-                match (
-                    parse_response(&res[..cut], Method::Get, 1 << 20),
-                    &whole_res,
-                ) {
-                    (Parsed::Complete(p), Parsed::Complete(w)) => {
-                        assert_eq!(&p, w, "{res:?} at {cut}")
-                    }
-                    (Parsed::Complete(p), w) => {
-                        panic!("{res:?}: complete at {cut} ({p:?}), whole {w:?}")
-                    }
-                    (Parsed::Invalid(r), Parsed::Complete(_)) => {
-                        panic!("{res:?}: a good head refused at {cut}: {r:?}")
-                    }
-                    _ => {}
-                }
-            }
+            prefixes_agree_with_the_whole(&req, |b| parse_request(b, 1 << 20, 100));
+            prefixes_agree_with_the_whole(&res, |b| parse_response(b, Method::Get, 1 << 20));
         }
     }
 }
