@@ -18,6 +18,8 @@ for t in $TG; do
     ferry-http-10k) start_ferry $t $PROXY_CPU $bport -m http -w 1 --splice auto --pool-max-requests 10000 ${FA:-} ;;
     ferry-http-bare) start_ferry $t $PROXY_CPU $bport -m http -w 1 --splice auto --pool-max-requests 10000 --no-xff --no-xfp --no-via ${FA:-} ;;
     ferry-off) start_ferry $t $PROXY_CPU $bport -w 1 --splice off ;;
+    ferry-http-x) start_ferry $t $PROXY_CPU $bport -m http -w 1 --pool-max-requests 10000 ${FA:-} ;;
+    ferry-auto) start_ferry $t $PROXY_CPU $bport -w 1 --splice auto ${FA:-} ;;
     haproxy-http) start_haproxy $t $bport 4096 http ;;
     haproxy) start_haproxy $t $bport ;;
     nginx-http) start_nginx_http $t $bport ;;
@@ -29,7 +31,7 @@ ctx() { cat /proc/$1/task/*/status | awk '/^voluntary_ctxt_switches/{v+=$2} /^no
 ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 uticks() { awk '{print $14}' /proc/$1/stat; }
 P=${P:-1k.bin}
-for r in 1 2 3; do
+for r in $(seq ${R:-3}); do
  for t in $TG; do
   url=http://127.0.0.1:${SRV_PORT[$t]}/$P
   taskset -c $LOAD_CPU wrk -t1 -c50 -d1s $url >/dev/null 2>&1

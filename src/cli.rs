@@ -50,6 +50,10 @@ pub struct Args {
     /// bytes in each relay buffer (default 16384)
     #[argh(option)]
     pub buffer_size: Option<usize>,
+    /// bytes of kernel receive buffer (SO_RCVBUF) for each backend socket;
+    /// 0 leaves it to the kernel's autotuning (default 1048576)
+    #[argh(option)]
+    pub backend_rcvbuf: Option<usize>,
     /// zero-copy relay with splice(2): auto, on or off (default auto)
     #[argh(option)]
     pub splice: Option<SpliceMode>,
@@ -216,6 +220,7 @@ impl Args {
             workers: flag("--workers", self.workers),
             max_conns: flag("--max-conns", self.max_conns),
             buffer_size: flag("--buffer-size", self.buffer_size),
+            backend_rcvbuf: flag("--backend-rcvbuf", self.backend_rcvbuf),
             splice: flag("--splice", self.splice),
             connect_timeout: flag("--connect-timeout", self.connect_timeout),
             idle_timeout: flag("--idle-timeout", self.idle_timeout),

@@ -18,10 +18,11 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 /// The keys a file may hold outside `[[listener]]` tables.
-pub const GLOBAL_KEYS: [&str; 13] = [
+pub const GLOBAL_KEYS: [&str; 14] = [
     "workers",
     "max_conns",
     "buffer_size",
+    "backend_rcvbuf",
     "splice",
     "connect_timeout",
     "idle_timeout",
@@ -133,6 +134,7 @@ pub fn parse(file: &str, text: &str) -> Result<Settings, Vec<String>> {
             "workers" => g.workers = r.uint(k, v),
             "max_conns" => g.max_conns = r.uint(k, v),
             "buffer_size" => g.buffer_size = r.uint(k, v),
+            "backend_rcvbuf" => g.backend_rcvbuf = r.uint(k, v),
             "splice" => g.splice = r.parsed(k, v),
             "connect_timeout" => g.connect_timeout = r.seconds(k, v),
             "idle_timeout" => g.idle_timeout = r.seconds(k, v),
@@ -713,7 +715,7 @@ mod tests {
 
     #[test]
     fn flags_override_the_globals_and_the_first_listener_only() {
-        let text = "max_conns = 5\nbuffer_size = 4096\n[[listener]]\nlisten = \"127.0.0.1:1000\"\n\
+        let text = "max_conns = 5\nbuffer_size = 4096\nbackend_rcvbuf = 65536\n[[listener]]\nlisten = \"127.0.0.1:1000\"\n\
                     mode = \"http\"\nbackends = [\"127.0.0.1:1\"]\npool_size = 3\n\
                     [[listener]]\nlisten = \"127.0.0.1:2000\"\n";
         let mut s = parse("f.toml", text).unwrap();
@@ -728,6 +730,7 @@ mod tests {
         let c = s.build().unwrap();
         assert_eq!(c.max_conns, 7);
         assert_eq!(c.buffer_size, 4096);
+        assert_eq!(c.backend_rcvbuf, 65536);
         let (a, b) = (&c.listeners[0], &c.listeners[1]);
         assert_eq!(a.listen.to_string(), "127.0.0.1:1001");
         assert_eq!(a.mode, crate::config::Mode::Http);
@@ -739,7 +742,7 @@ mod tests {
         s.overlay(&flags(&["-p", "2000"]));
         let p = s.build().unwrap_err();
         assert!(
-            p[0].starts_with("f.toml:9:10: listen: 127.0.0.1:2000 clashes"),
+            p[0].starts_with("f.toml:10:10: listen: 127.0.0.1:2000 clashes"),
             "{p:?}"
         );
         let mut s = parse("f.toml", text).unwrap();

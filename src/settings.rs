@@ -51,6 +51,7 @@ pub struct GlobalSettings {
     pub workers: Option<Given<usize>>,
     pub max_conns: Option<Given<usize>>,
     pub buffer_size: Option<Given<usize>>,
+    pub backend_rcvbuf: Option<Given<usize>>,
     pub splice: Option<Given<SpliceMode>>,
     pub connect_timeout: Option<Given<f64>>,
     pub idle_timeout: Option<Given<f64>>,
@@ -124,7 +125,7 @@ impl Settings {
     /// the globals, its listener over the first listener.
     pub fn overlay(&mut self, top: &Settings) {
         let (b, t) = (&mut self.global, &top.global);
-        overlay_fields!(b, t; workers, max_conns, buffer_size, splice, connect_timeout,
+        overlay_fields!(b, t; workers, max_conns, buffer_size, backend_rcvbuf, splice, connect_timeout,
             idle_timeout, backlog, grace, reload_grace, verbose, admin, admin_token);
         let (Some(b), Some(t)) = (self.listeners.first_mut(), top.listeners.first()) else {
             return;
@@ -157,6 +158,17 @@ impl Settings {
                 config::MIN_BUFFER_SIZE,
                 config::MAX_BUFFER_SIZE,
             );
+        }
+        let backend_rcvbuf = value_or(&g.backend_rcvbuf, config::DEFAULT_BACKEND_RCVBUF);
+        if let Some(b) = g.backend_rcvbuf.as_ref() {
+            if b.value != 0 && !(4096..=config::MAX_BACKEND_RCVBUF).contains(&b.value) {
+                problems.push(format!(
+                    "{}: {} is neither 0 (the kernel's autotuning) nor between 4096 and {}",
+                    b.at,
+                    b.value,
+                    config::MAX_BACKEND_RCVBUF
+                ));
+            }
         }
         let backlog = value_or(&g.backlog, config::DEFAULT_BACKLOG);
         if let Some(b) = g.backlog.as_ref().filter(|b| b.value < 1) {
@@ -215,6 +227,7 @@ impl Settings {
             workers,
             max_conns,
             buffer_size,
+            backend_rcvbuf,
             splice: value_or(&g.splice, SpliceMode::Auto),
             connect_timeout: secs_or(&g.connect_timeout, config::DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: secs_or(&g.idle_timeout, config::DEFAULT_IDLE_TIMEOUT),

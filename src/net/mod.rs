@@ -7,11 +7,22 @@ pub mod sys;
 use std::io;
 use std::net::SocketAddr;
 
-/// Start a non-blocking connect to `addr`, with TCP_NODELAY set.
-pub fn connect(addr: SocketAddr) -> io::Result<mio::net::TcpStream> {
-    let stream = mio::net::TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+/// Start a non-blocking connect to `addr`, with TCP_NODELAY set and, when
+/// `rcvbuf` is not 0, SO_RCVBUF set before the connect (the window scale is
+/// chosen at the handshake).
+pub fn connect(addr: SocketAddr, rcvbuf: usize) -> io::Result<mio::net::TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
+    if rcvbuf != 0 {
+        socket.set_recv_buffer_size(rcvbuf)?;
+    }
+    socket.set_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
 }
 
 /// The outcome of checking a connect in progress once the socket reported an event.

@@ -246,7 +246,7 @@ impl Worker {
 
     /// Start a connect to backend `b` for the pair in `owner`.
     pub(super) fn open_conn(&mut self, b: usize, owner: usize) -> io::Result<usize> {
-        let mut stream = net::connect(self.backends[b].state.addr)?;
+        let mut stream = net::connect(self.backends[b].state.addr, self.backend_rcvbuf)?;
         let gen = self.take_gen();
         let slot = self.conns.vacant_key();
         self.poll.registry().register(

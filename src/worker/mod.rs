@@ -228,6 +228,8 @@ pub struct Worker {
     epoch: Instant,
     tick: u64,
     connect_ticks: u64,
+    /// SO_RCVBUF for backend sockets (0: the kernel's autotuning).
+    backend_rcvbuf: usize,
     idle_ticks: u64,
     /// Accepting waits until then (EMFILE, or the connection limit).
     accept_paused_until: Option<Instant>,
@@ -323,6 +325,7 @@ impl Worker {
             epoch: now,
             tick: 0,
             connect_ticks,
+            backend_rcvbuf: cfg.backend_rcvbuf,
             idle_ticks,
             accept_paused_until: None,
             accept_again: false,
