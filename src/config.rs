@@ -33,11 +33,16 @@ pub const DEFAULT_CONNECT_TIMEOUT: f64 = 5.0;
 pub const DEFAULT_IDLE_TIMEOUT: f64 = 300.0;
 pub const DEFAULT_BACKLOG: i32 = 1024;
 pub const DEFAULT_GRACE: f64 = 10.0;
-/// Bytes asked of F_SETPIPE_SZ for each splice pipe: the kernel's default
-/// size. Against 1 MiB pipes it was 8-10% faster on 1 MiB responses in a
-/// quick A/B and within noise in `make bench` (1,411-1,432 against
-/// 1,398 req/s), at no more CPU, and it holds far less kernel memory.
-pub const PIPE_SIZE: usize = 1 << 16;
+/// Bytes asked of F_SETPIPE_SZ for each splice pipe (64 slots; pages are
+/// taken only while bytes sit in the pipe, so an empty pooled pipe holds
+/// none). With backend windows bounded (`DEFAULT_BACKEND_RCVBUF`), 256 KiB
+/// moved 1 MiB responses in 4 splices each way instead of 16 and, in
+/// `make bench`, TCP mode went from 2,420 to 4,000 req/s (x1.50 -> x2.50
+/// HAProxy) and HTTP mode from 1,493 to 2,222; 128 KiB bodies were within
+/// noise, 512 KiB and 1 MiB pipes no faster (bench/load-split.sh). An
+/// unprivileged user past fs.pipe-user-pages-soft gets smaller pipes: the
+/// size granted is read back.
+pub const PIPE_SIZE: usize = 1 << 18;
 pub const MIN_BUFFER_SIZE: usize = 1024;
 pub const DEFAULT_HEADER_TIMEOUT: f64 = 10.0;
 pub const DEFAULT_KEEPALIVE_TIMEOUT: f64 = 60.0;

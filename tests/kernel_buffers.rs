@@ -1,13 +1,14 @@
-//! `--backend-rcvbuf`: the receive buffer (SO_RCVBUF) of ferry's backend
-//! sockets. The test borrows the proxy's own socket with pidfd_getfd(2) and
-//! asks the kernel what it holds.
+//! The kernel buffers ferry sizes: the receive buffer (SO_RCVBUF,
+//! `--backend-rcvbuf`) of its backend sockets and the size of its splice
+//! pipes. The tests borrow the proxy's own descriptors with pidfd_getfd(2)
+//! and ask the kernel what they hold.
 
 mod common;
 
 use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 fn read_proc_numbers(path: &str) -> Vec<usize> {
     std::fs::read_to_string(path)
@@ -23,8 +24,9 @@ fn granted(asked: usize) -> usize {
     2 * asked.min(read_proc_numbers("/proc/sys/net/core/rmem_max")[0])
 }
 
-/// SO_RCVBUF of the socket that process `pid` has connected to `peer`.
-fn rcvbuf_towards(pid: u32, peer: SocketAddr) -> usize {
+/// Every descriptor of process `pid` whose /proc link starts with `kind`
+/// ("socket:", "pipe:"), duplicated into this process with pidfd_getfd(2).
+fn borrow_fds(pid: u32, kind: &str) -> Vec<OwnedFd> {
     // SAFETY: plain syscalls; every descriptor they return is owned below.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
     assert!(
@@ -33,14 +35,13 @@ fn rcvbuf_towards(pid: u32, peer: SocketAddr) -> usize {
         std::io::Error::last_os_error()
     );
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    use std::os::fd::AsRawFd;
-    let mut found = Vec::new();
+    let mut fds = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
         let entry = entry.unwrap();
         let Ok(link) = std::fs::read_link(entry.path()) else {
             continue;
         };
-        if !link.to_string_lossy().starts_with("socket:") {
+        if !link.to_string_lossy().starts_with(kind) {
             continue;
         }
         let n: i32 = entry.file_name().to_string_lossy().parse().unwrap();
@@ -50,16 +51,24 @@ fn rcvbuf_towards(pid: u32, peer: SocketAddr) -> usize {
             "pidfd_getfd({pid}, {n}): {}",
             std::io::Error::last_os_error()
         );
-        let sock = socket2::Socket::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-        let to_peer = sock
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .is_some_and(|a| a == peer);
-        if to_peer {
-            found.push(sock.recv_buffer_size().unwrap());
-        }
+        fds.push(unsafe { OwnedFd::from_raw_fd(fd as i32) });
     }
+    fds
+}
+
+/// SO_RCVBUF of the socket that process `pid` has connected to `peer`.
+fn rcvbuf_towards(pid: u32, peer: SocketAddr) -> usize {
+    let found: Vec<usize> = borrow_fds(pid, "socket:")
+        .into_iter()
+        .map(socket2::Socket::from)
+        .filter(|s| {
+            s.peer_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .is_some_and(|a| a == peer)
+        })
+        .map(|s| s.recv_buffer_size().unwrap())
+        .collect();
     assert_eq!(
         found.len(),
         1,
@@ -145,4 +154,31 @@ fn a_receive_buffer_out_of_range_is_refused_naming_the_flag_and_the_file_key() {
     let (status, _, err) = run_cli(&["-c", &path, "--check"]);
     assert_ne!(status.code(), Some(0), "stderr: {err}");
     assert!(err.contains("backend_rcvbuf"), "stderr: {err}");
+}
+
+#[test]
+fn splice_pipes_are_sized_to_256_kib() {
+    // fs.pipe-max-size caps what F_SETPIPE_SZ grants (1 MiB by default;
+    // root is not held to it).
+    let cap = read_proc_numbers("/proc/sys/fs/pipe-max-size")[0];
+    let backend = Backend::echo();
+    let proxy = Proxy::tcp(backend.addr, &["-w", "1", "--splice", "on"]);
+    // With splice on, the relay takes a pipe from the pool for the first
+    // bytes of each direction; it goes back to the pool, open, once empty.
+    let _c = round_trip(&proxy);
+    let sizes: Vec<i32> = borrow_fds(proxy.pid(), "pipe:")
+        .iter()
+        .map(|fd| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) })
+        .collect();
+    let want = if unsafe { libc::geteuid() } == 0 {
+        256 << 10
+    } else {
+        (256usize << 10).min(cap) as i32
+    };
+    // Both ends of the pool's pipe (the process's other pipes, stderr to
+    // this test among them, keep the kernel's default).
+    assert!(
+        sizes.iter().filter(|&&s| s == want).count() >= 2,
+        "pipe sizes {sizes:?}: no splice pipe of {want} bytes"
+    );
 }
