@@ -22,8 +22,9 @@ pub const DEFAULT_BACKEND_PORT: u16 = 8081;
 /// (32 MiB here). Bounded, it caps the kernel memory a backend may fill
 /// behind a slow client, and on loopback it makes the proxy, reading,
 /// pull the backend's data through in its own time instead of the backend
-/// pushing every segment itself: `make bench` 1 MiB responses in TCP mode
-/// went from 1,330-1,420 to 2,260-3,540 req/s (HAProxy 1,520-1,660).
+/// pushing every segment itself: 1 MiB responses in TCP mode went from
+/// 1,418 to 2,566 req/s in `make bench` (HAProxy 1,575-1,664), at 64 KiB
+/// pipes (see docs/BENCHMARKS.md).
 pub const DEFAULT_BACKEND_RCVBUF: usize = 1 << 20;
 /// The largest --backend-rcvbuf accepted (the kernel caps it lower still).
 pub const MAX_BACKEND_RCVBUF: usize = 1 << 30;
