@@ -286,12 +286,12 @@ start_backend() { # name
   BACKEND_NAME=$name
 }
 
-start_haproxy() { # name backend-port [maxconn [tcp|http]]
+start_haproxy() { # name backend-port [maxconn [tcp|http [global-line]]]
   local name=$1 port log conf
   port=$(pick_port "${HAPROXY_PORT:-}")
   log="$RUN_DIR/$name.log"; conf="$RUN_DIR/$name.cfg"
   render "$BENCH/conf/haproxy-${4:-tcp}.cfg" "$conf" PORT="$port" BACKEND_PORT="$2" RUN="$RUN_DIR" \
-    MAXCONN="${3:-4096}"
+    MAXCONN="${3:-4096}" GLOBAL_EXTRA="${5:-}"
   taskset -c "$PROXY_CPU" haproxy -db -f "$conf" >"$log" 2>&1 &
   register "$name" haproxy $! "$port" "$log"
   wait_port "$name" "$port"

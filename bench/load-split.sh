@@ -20,6 +20,10 @@ for t in $TG; do
     ferry-off) start_ferry $t $PROXY_CPU $bport -w 1 --splice off ;;
     ferry-http-x) start_ferry $t $PROXY_CPU $bport -m http -w 1 --pool-max-requests 10000 ${FA:-} ;;
     ferry-auto) start_ferry $t $PROXY_CPU $bport -w 1 --splice auto ${FA:-} ;;
+    ferry-busy) start_ferry $t $PROXY_CPU $bport -w 1 --splice auto --busy-poll ${BP:-50} ${FA:-} ;;
+    ferry-http-busy) start_ferry $t $PROXY_CPU $bport -m http -w 1 --pool-max-requests 10000 --busy-poll ${BP:-50} ${FA:-} ;;
+    haproxy-busy) start_haproxy $t $bport 4096 tcp busy-polling ;;
+    haproxy-http-busy) start_haproxy $t $bport 4096 http busy-polling ;;
     haproxy-http) start_haproxy $t $bport 4096 http ;;
     haproxy) start_haproxy $t $bport ;;
     nginx-http) start_nginx_http $t $bport ;;

@@ -50,6 +50,9 @@ start_targets() {
       ferry-off)  start_ferry "$t" "$PROXY_CPU" "$bport" -w 1 --splice off $FERRY_ARGS ;;
       ferry-auto) start_ferry "$t" "$PROXY_CPU" "$bport" -w 1 --splice auto $FERRY_ARGS ;;
       ferry-on)   start_ferry "$t" "$PROXY_CPU" "$bport" -w 1 --splice on $FERRY_ARGS ;;
+      # --busy-poll: the worker polls on for 50 µs after its last event
+      # instead of sleeping (see docs/BENCHMARKS.md on wakeups).
+      ferry-busy) start_ferry "$t" "$PROXY_CPU" "$bport" -w 1 --splice auto --busy-poll 50 $FERRY_ARGS ;;
       haproxy) start_haproxy "$t" "$bport" ;;
       nginx)   start_nginx_stream "$t" "$bport" ;;
       # HTTP mode (-m http): ferry with its defaults (pool 32 idle connections,
@@ -60,6 +63,8 @@ start_targets() {
       ferry-http-on)   start_ferry "$t" "$PROXY_CPU" "$bport" -m http -w 1 --splice on $FERRY_HTTP_ARGS ;;
       ferry-http-10k)  start_ferry "$t" "$PROXY_CPU" "$bport" -m http -w 1 --splice auto \
                          --pool-max-requests 10000 $FERRY_HTTP_ARGS ;;
+      ferry-http-busy) start_ferry "$t" "$PROXY_CPU" "$bport" -m http -w 1 --splice auto \
+                         --pool-max-requests 10000 --busy-poll 50 $FERRY_HTTP_ARGS ;;
       # Forward proxies (bench-forward), each one process on $PROXY_CPU;
       # CONNECT is allowed to the backend's port only.
       ferry-fwd) start_ferry "$t" "$PROXY_CPU" "$bport" -m forward -w 1 --connect-ports "$bport" \
@@ -206,7 +211,7 @@ common_start() { # mode targets
 
 case "$MODE" in
   bench)
-    TARGETS=${TARGETS:-direct ferry-off ferry-auto haproxy nginx ferry-http-off ferry-http-auto ferry-http-10k haproxy-http nginx-http}
+    TARGETS=${TARGETS:-direct ferry-off ferry-auto ferry-busy haproxy nginx ferry-http-off ferry-http-auto ferry-http-10k ferry-http-busy haproxy-http nginx-http}
     CONNS=${CONNS:-50}; DURATION=${DURATION:-4}; ROUNDS=${ROUNDS:-3}
     export CONNS DURATION ROUNDS PAYLOADS HTTP_PAYLOADS FERRY_HTTP_ARGS
     BACKEND_CONN_LOG=1   # count the backend connections that carry requests (reuse)

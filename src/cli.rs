@@ -54,6 +54,10 @@ pub struct Args {
     /// 0 leaves it to the kernel's autotuning (default 1048576)
     #[argh(option)]
     pub backend_rcvbuf: Option<usize>,
+    /// microseconds a worker keeps polling without sleeping after its last
+    /// event, 0-10000; trades proxy CPU for fewer wakeups (default 0: off)
+    #[argh(option)]
+    pub busy_poll: Option<u64>,
     /// zero-copy relay with splice(2): auto, on or off (default auto)
     #[argh(option)]
     pub splice: Option<SpliceMode>,
@@ -221,6 +225,7 @@ impl Args {
             max_conns: flag("--max-conns", self.max_conns),
             buffer_size: flag("--buffer-size", self.buffer_size),
             backend_rcvbuf: flag("--backend-rcvbuf", self.backend_rcvbuf),
+            busy_poll: flag("--busy-poll", self.busy_poll),
             splice: flag("--splice", self.splice),
             connect_timeout: flag("--connect-timeout", self.connect_timeout),
             idle_timeout: flag("--idle-timeout", self.idle_timeout),

@@ -28,6 +28,8 @@ pub const DEFAULT_BACKEND_PORT: u16 = 8081;
 pub const DEFAULT_BACKEND_RCVBUF: usize = 1 << 20;
 /// The largest --backend-rcvbuf accepted (the kernel caps it lower still).
 pub const MAX_BACKEND_RCVBUF: usize = 1 << 30;
+/// The longest --busy-poll accepted, in microseconds: 10 ms.
+pub const MAX_BUSY_POLL_US: u64 = 10_000;
 pub const DEFAULT_MAX_CONNS: usize = 10_000;
 pub const DEFAULT_BUFFER_SIZE: usize = 16 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: f64 = 5.0;
@@ -202,6 +204,9 @@ pub struct Config {
     pub buffer_size: usize,
     /// SO_RCVBUF for backend sockets; 0: the kernel's autotuning.
     pub backend_rcvbuf: usize,
+    /// How long a worker keeps polling without sleeping after its last
+    /// event; zero: it sleeps as soon as nothing is ready.
+    pub busy_poll: Duration,
     pub splice: SpliceMode,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,

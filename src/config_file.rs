@@ -18,11 +18,12 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 /// The keys a file may hold outside `[[listener]]` tables.
-pub const GLOBAL_KEYS: [&str; 14] = [
+pub const GLOBAL_KEYS: [&str; 15] = [
     "workers",
     "max_conns",
     "buffer_size",
     "backend_rcvbuf",
+    "busy_poll",
     "splice",
     "connect_timeout",
     "idle_timeout",
@@ -135,6 +136,7 @@ pub fn parse(file: &str, text: &str) -> Result<Settings, Vec<String>> {
             "max_conns" => g.max_conns = r.uint(k, v),
             "buffer_size" => g.buffer_size = r.uint(k, v),
             "backend_rcvbuf" => g.backend_rcvbuf = r.uint(k, v),
+            "busy_poll" => g.busy_poll = r.uint(k, v),
             "splice" => g.splice = r.parsed(k, v),
             "connect_timeout" => g.connect_timeout = r.seconds(k, v),
             "idle_timeout" => g.idle_timeout = r.seconds(k, v),

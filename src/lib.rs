@@ -66,7 +66,7 @@ pub fn build_info() -> String {
     format!(
         "ferry {}\nprofile: {}\nrustc: {}\ntarget features: {}\n\
          defaults: listen {DEFAULT_LISTEN}:{DEFAULT_PORT}, backend {DEFAULT_BACKEND}:{DEFAULT_BACKEND_PORT}, \
-         workers {} (CPUs), max-conns {DEFAULT_MAX_CONNS}, buffer-size {DEFAULT_BUFFER_SIZE}, backend-rcvbuf {DEFAULT_BACKEND_RCVBUF}, splice auto, \
+         workers {} (CPUs), max-conns {DEFAULT_MAX_CONNS}, buffer-size {DEFAULT_BUFFER_SIZE}, backend-rcvbuf {DEFAULT_BACKEND_RCVBUF}, busy-poll 0 (off), splice auto, \
          connect-timeout {DEFAULT_CONNECT_TIMEOUT}s, idle-timeout {DEFAULT_IDLE_TIMEOUT}s, backlog {DEFAULT_BACKLOG}, \
          grace {DEFAULT_GRACE}s, pipe size {PIPE_SIZE}",
         env!("CARGO_PKG_VERSION"),

@@ -52,6 +52,7 @@ pub struct GlobalSettings {
     pub max_conns: Option<Given<usize>>,
     pub buffer_size: Option<Given<usize>>,
     pub backend_rcvbuf: Option<Given<usize>>,
+    pub busy_poll: Option<Given<u64>>,
     pub splice: Option<Given<SpliceMode>>,
     pub connect_timeout: Option<Given<f64>>,
     pub idle_timeout: Option<Given<f64>>,
@@ -125,7 +126,7 @@ impl Settings {
     /// the globals, its listener over the first listener.
     pub fn overlay(&mut self, top: &Settings) {
         let (b, t) = (&mut self.global, &top.global);
-        overlay_fields!(b, t; workers, max_conns, buffer_size, backend_rcvbuf, splice, connect_timeout,
+        overlay_fields!(b, t; workers, max_conns, buffer_size, backend_rcvbuf, busy_poll, splice, connect_timeout,
             idle_timeout, backlog, grace, reload_grace, verbose, admin, admin_token);
         let (Some(b), Some(t)) = (self.listeners.first_mut(), top.listeners.first()) else {
             return;
@@ -169,6 +170,9 @@ impl Settings {
                     config::MAX_BACKEND_RCVBUF
                 ));
             }
+        }
+        if let Some(b) = &g.busy_poll {
+            in_range(&mut problems, b, 0, config::MAX_BUSY_POLL_US);
         }
         let backlog = value_or(&g.backlog, config::DEFAULT_BACKLOG);
         if let Some(b) = g.backlog.as_ref().filter(|b| b.value < 1) {
@@ -228,6 +232,7 @@ impl Settings {
             max_conns,
             buffer_size,
             backend_rcvbuf,
+            busy_poll: Duration::from_micros(value_or(&g.busy_poll, 0)),
             splice: value_or(&g.splice, SpliceMode::Auto),
             connect_timeout: secs_or(&g.connect_timeout, config::DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: secs_or(&g.idle_timeout, config::DEFAULT_IDLE_TIMEOUT),

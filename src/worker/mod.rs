@@ -230,6 +230,9 @@ pub struct Worker {
     connect_ticks: u64,
     /// SO_RCVBUF for backend sockets (0: the kernel's autotuning).
     backend_rcvbuf: usize,
+    /// How long after its last event the loop keeps polling with a zero
+    /// timeout instead of sleeping (--busy-poll).
+    busy_poll: Duration,
     idle_ticks: u64,
     /// Accepting waits until then (EMFILE, or the connection limit).
     accept_paused_until: Option<Instant>,
@@ -326,6 +329,7 @@ impl Worker {
             tick: 0,
             connect_ticks,
             backend_rcvbuf: cfg.backend_rcvbuf,
+            busy_poll: cfg.busy_poll,
             idle_ticks,
             accept_paused_until: None,
             accept_again: false,
@@ -353,14 +357,25 @@ impl Worker {
             }
         }
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        // The last time a poll returned events, for --busy-poll.
+        let mut last_busy = self.now;
         loop {
-            let timeout = self.poll_timeout();
+            let mut timeout = self.poll_timeout();
+            if self.now.duration_since(last_busy) < self.busy_poll {
+                // Busy-polling: look again at once instead of sleeping, so
+                // that the next event finds the worker awake (see
+                // `Config::busy_poll`).
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
             }
             self.now = Instant::now();
+            if !events.is_empty() {
+                last_busy = self.now;
+            }
             self.now_ns = self.now.duration_since(self.epoch).as_nanos() as u64 + 1;
             self.tick = self.wheel.tick_of(self.now);
             self.own.loop_iterations += 1;
