@@ -18,6 +18,7 @@ for t in $TG; do
     ferry-http-10k) start_ferry $t $PROXY_CPU $bport -m http -w 1 --splice auto --pool-max-requests 10000 ${FA:-} ;;
     ferry-http-bare) start_ferry $t $PROXY_CPU $bport -m http -w 1 --splice auto --pool-max-requests 10000 --no-xff --no-xfp --no-via ${FA:-} ;;
     ferry-off) start_ferry $t $PROXY_CPU $bport -w 1 --splice off ;;
+    ferry-http) start_ferry $t $PROXY_CPU $bport -m http -w 1 ${FA:-} ;;
     ferry-http-x) start_ferry $t $PROXY_CPU $bport -m http -w 1 --pool-max-requests 10000 ${FA:-} ;;
     ferry-auto) start_ferry $t $PROXY_CPU $bport -w 1 --splice auto ${FA:-} ;;
     ferry-busy) start_ferry $t $PROXY_CPU $bport -w 1 --splice auto --busy-poll ${BP:-50} ${FA:-} ;;

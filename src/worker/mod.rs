@@ -360,13 +360,14 @@ impl Worker {
         // The last time a poll returned events, for --busy-poll.
         let mut last_busy = self.now;
         loop {
-            let mut timeout = self.poll_timeout();
-            if self.now.duration_since(last_busy) < self.busy_poll {
+            let timeout = if self.now.duration_since(last_busy) < self.busy_poll {
                 // Busy-polling: look again at once instead of sleeping, so
                 // that the next event finds the worker awake (see
                 // `Config::busy_poll`).
-                timeout = Some(Duration::ZERO);
-            }
+                Some(Duration::ZERO)
+            } else {
+                self.poll_timeout()
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
