@@ -209,7 +209,10 @@ pub struct Config {
     /// a wakeup that, on a VM whose idle vCPU halts, the sending peer pays:
     /// with 50 µs, 1 KiB responses in TCP mode went from ~70k to ~77k req/s
     /// in bench/load-split.sh (wrk and the backend paying ~13.1 µs per
-    /// request instead of ~14.3), at more proxy CPU per request.
+    /// request instead of ~14.3), at more proxy CPU per request; 1 MiB
+    /// responses got slower (make bench: 2,808 req/s against 3,793).
+    /// Suspending it while bulk data moved (a pass that spliced, or moved
+    /// 16 KiB or more per event) did not win the 1 MiB rate back.
     pub busy_poll: Duration,
     pub splice: SpliceMode,
     pub connect_timeout: Duration,
