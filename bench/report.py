@@ -736,6 +736,12 @@ def readme(out_dir):
             continue
         lines.append(f"| {p} | {cell(p, 'ferry-auto')} | {cell(p, 'ferry-off')} | {cell(p, 'haproxy')} | "
                      f"{cell(p, 'nginx')} | {rat(p, 'ferry-auto', 'haproxy')} | {rat(p, 'ferry-auto', 'nginx')} |")
+    def busy_line(t, ref, what):
+        parts = [f"{p} {cell(p, t)} ({rat(p, t, ref)})" for p in payloads
+                 if f"{p} {t}" in summ and "rps" in summ[f"{p} {t}"]]
+        if parts:
+            lines.extend(["", f"{what} (`{label(t)}`), against {REF_NAME[ref]}: " + "; ".join(parts) + "."])
+    busy_line("ferry-busy", "haproxy", "Busy-polling")
     hts = [t for t in ("ferry-http-auto", "ferry-http-10k", "haproxy-http", "nginx-http")]
     hp = [p for p in payloads if any(f"{p} {t}" in summ for t in hts)]
     if hp:
@@ -755,6 +761,7 @@ def readme(out_dir):
                          f"{rat(p, 'ferry-http-auto', 'nginx-http')} | {rat(p, 'ferry-http-10k', 'haproxy-http')} | "
                          f"{rat(p, 'ferry-http-10k', 'nginx-http')} | "
                          + ", ".join(reu(p, t) for t in hts) + " |")
+        busy_line("ferry-http-busy", "haproxy-http", "Busy-polling in HTTP mode")
     csumm, cmeta = last("conn")
     if csumm:
         parts = []
