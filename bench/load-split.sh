@@ -4,6 +4,11 @@
 # microseconds per request, with context switches per request. Shows whether
 # the load CPU or the proxy bounds the rate.  TG="direct ferry-http-10k
 # haproxy-http nginx-http ferry-off haproxy" P=1k.bin D=5 bash bench/load-split.sh
+# Targets also: ferry-auto, ferry-http (defaults), ferry-http-x, ferry-busy
+# and ferry-http-busy (--busy-poll $BP, default 50), and haproxy-busy /
+# haproxy-http-busy (HAProxy's busy-polling, which spins even when idle:
+# measure those alone, or they take the CPU from the other targets). FA adds
+# ferry flags, R sets the rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
