@@ -1,8 +1,7 @@
 //! The kernel buffers ferry sizes: the receive buffer (SO_RCVBUF,
 //! `--backend-rcvbuf`) of its backend sockets and the size of its splice
-//! pipes, and the port search range its backend sockets connect with. The
-//! tests borrow the proxy's own descriptors with pidfd_getfd(2) and ask the
-//! kernel what they hold.
+//! pipes. The tests borrow the proxy's own descriptors with pidfd_getfd(2)
+//! and ask the kernel what they hold.
 
 mod common;
 
@@ -57,9 +56,9 @@ fn borrow_fds(pid: u32, kind: &str) -> Vec<OwnedFd> {
     fds
 }
 
-/// The socket that process `pid` has connected to `peer` (there must be one).
-fn socket_towards(pid: u32, peer: SocketAddr) -> socket2::Socket {
-    let mut found: Vec<socket2::Socket> = borrow_fds(pid, "socket:")
+/// SO_RCVBUF of the socket that process `pid` has connected to `peer`.
+fn rcvbuf_towards(pid: u32, peer: SocketAddr) -> usize {
+    let found: Vec<usize> = borrow_fds(pid, "socket:")
         .into_iter()
         .map(socket2::Socket::from)
         .filter(|s| {
@@ -68,41 +67,14 @@ fn socket_towards(pid: u32, peer: SocketAddr) -> socket2::Socket {
                 .and_then(|a| a.as_socket())
                 .is_some_and(|a| a == peer)
         })
+        .map(|s| s.recv_buffer_size().unwrap())
         .collect();
     assert_eq!(
         found.len(),
         1,
-        "expected one socket of the proxy connected to {peer}, found {}",
-        found.len()
+        "expected one socket of the proxy connected to {peer}, found {found:?}"
     );
-    found.pop().unwrap()
-}
-
-/// SO_RCVBUF of the socket that process `pid` has connected to `peer`.
-fn rcvbuf_towards(pid: u32, peer: SocketAddr) -> usize {
-    socket_towards(pid, peer).recv_buffer_size().unwrap()
-}
-
-/// IP_LOCAL_PORT_RANGE (linux/in.h) of a socket: `Err(errno)` where the
-/// kernel does not know the option (before Linux 6.3).
-fn local_port_range(fd: i32) -> Result<u32, i32> {
-    let mut value: u32 = 0;
-    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
-    // SAFETY: getsockopt into a u32 we own, with its length.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_IP,
-            51,
-            (&mut value as *mut u32).cast(),
-            &mut len,
-        )
-    };
-    if r == 0 {
-        Ok(value)
-    } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    }
+    found[0]
 }
 
 /// Relay a few bytes so the backend connection is surely open.
@@ -209,27 +181,4 @@ fn splice_pipes_are_sized_to_256_kib() {
         sizes.iter().filter(|&&s| s == want).count() >= 2,
         "pipe sizes {sizes:?}: no splice pipe of {want} bytes"
     );
-}
-
-#[test]
-fn backend_sockets_search_every_ephemeral_port_in_one_pass() {
-    // A per-socket IP_LOCAL_PORT_RANGE (here 1-65535, i.e. the system's
-    // whole range) makes connect() step through every port instead of
-    // alternate ones, which keeps its search short at high connection rates.
-    let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    if let Err(errno) = local_port_range(probe.as_raw_fd()) {
-        assert_eq!(errno, libc::ENOPROTOOPT, "getsockopt(IP_LOCAL_PORT_RANGE)");
-        eprintln!("this kernel has no IP_LOCAL_PORT_RANGE (before 6.3): nothing to check");
-        return;
-    }
-    assert_eq!(
-        local_port_range(probe.as_raw_fd()),
-        Ok(0),
-        "a fresh socket has no range"
-    );
-    let backend = Backend::echo();
-    let proxy = Proxy::tcp(backend.addr, &["-w", "1"]);
-    let _c = round_trip(&proxy);
-    let socket = socket_towards(proxy.pid(), backend.addr);
-    assert_eq!(local_port_range(socket.as_raw_fd()), Ok((65535 << 16) | 1));
 }

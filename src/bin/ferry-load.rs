@@ -435,23 +435,8 @@ fn discard(stream: &TcpStream, len: usize, buf: &mut [u8]) -> io::Result<usize> 
 fn open(plan: &Plan) -> io::Result<TcpStream> {
     // No TCP_NODELAY (one syscall less per tunnel): each request head is one
     // write made after the previous answer was read, which acknowledged
-    // everything sent before, so Nagle never holds it back. The port search
-    // is spread as in the proxy (`scan_ports_in_one_pass`): at thousands of
-    // tunnels a second the kernel's default search would cost the load
-    // generator a quarter of its CPU, whichever proxy it measures.
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(plan.proxy),
-        Type::STREAM.nonblocking(),
-        None,
-    )?;
-    ferry::net::sys::scan_ports_in_one_pass(socket.as_raw_fd());
-    match socket.connect(&plan.proxy.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(socket.into()))
+    // everything sent before, so Nagle never holds it back.
+    TcpStream::connect(plan.proxy)
 }
 
 impl<'a> Worker<'a> {

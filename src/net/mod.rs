@@ -6,7 +6,6 @@ pub mod sys;
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 
 /// Start a non-blocking connect to `addr`, with TCP_NODELAY set and, when
 /// `rcvbuf` is not 0, SO_RCVBUF set before the connect (the window scale is
@@ -18,7 +17,6 @@ pub fn connect(addr: SocketAddr, rcvbuf: usize) -> io::Result<mio::net::TcpStrea
         socket.set_recv_buffer_size(rcvbuf)?;
     }
     socket.set_nodelay(true)?;
-    sys::scan_ports_in_one_pass(socket.as_raw_fd());
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

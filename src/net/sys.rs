@@ -173,30 +173,3 @@ pub fn out_of_descriptors(e: &std::io::Error) -> bool {
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
 }
-
-/// IP_LOCAL_PORT_RANGE (linux/in.h; Linux 6.3 and later).
-const IP_LOCAL_PORT_RANGE: libc::c_int = 51;
-
-/// Let connect() search the ephemeral port range in one pass over every
-/// port instead of two passes over alternate ports. Without a per-socket
-/// range the kernel tries ports of one parity first, so at a high rate of
-/// new connections toward one address:port it walks into ports whose
-/// TIME_WAIT is younger than the 1 s `tcp_tw_reuse` needs, and the search
-/// grows long (a quarter of ferry's CPU at 14,000 connections a second). A
-/// per-socket range, even one that spans the system's whole range (a value
-/// outside it falls back to the system's bound), makes the kernel step
-/// through every port, so each is reused half as often. An older kernel
-/// refuses the option: nothing changes then.
-pub fn scan_ports_in_one_pass(fd: RawFd) {
-    let range: u32 = (65535 << 16) | 1;
-    // SAFETY: a plain setsockopt on a socket we own, with a u32 value.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_IP,
-            IP_LOCAL_PORT_RANGE,
-            (&range as *const u32).cast(),
-            std::mem::size_of::<u32>() as libc::socklen_t,
-        );
-    }
-}
