@@ -76,17 +76,15 @@ fn busy_poll_out_of_range_names_the_flag() {
 #[test]
 fn busy_poll_is_a_config_file_key() {
     let dir = files::TempDir::new("busy-poll");
-    let good = dir.write(
-        "good.toml",
-        "busy_poll = 50\n[[listener]]\nlisten = \"127.0.0.1:0\"\nbackends = [\"127.0.0.1:9\"]\n",
-    );
-    let (status, _, err) = run_cli(&["-c", &good, "--check"]);
+    let check = |name: &str, usecs: u32| {
+        let text = format!(
+            "busy_poll = {usecs}\n[[listener]]\nlisten = \"127.0.0.1:0\"\nbackends = [\"127.0.0.1:9\"]\n"
+        );
+        run_cli(&["-c", &dir.write(name, &text), "--check"])
+    };
+    let (status, _, err) = check("good.toml", 50);
     assert_eq!(status.code(), Some(0), "{err}");
-    let bad = dir.write(
-        "bad.toml",
-        "busy_poll = 20000\n[[listener]]\nlisten = \"127.0.0.1:0\"\nbackends = [\"127.0.0.1:9\"]\n",
-    );
-    let (status, _, err) = run_cli(&["-c", &bad, "--check"]);
+    let (status, _, err) = check("bad.toml", 20000);
     assert_ne!(status.code(), Some(0), "{err}");
     assert!(
         err.contains("bad.toml:1:") && err.contains("busy_poll: 20000 is not between 0 and 10000"),
